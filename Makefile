@@ -1,0 +1,20 @@
+# Developer entry points. `make test` is the project's test command (CI runs it through .ci/run).
+PY ?= .venv/bin/python
+export OMP_NUM_THREADS = 1
+
+.PHONY: install test demo bench
+install:
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test,plot]"
+
+test:
+	$(PY) -m pytest -q -m "not vllm" rlvr_lightning tests
+
+demo:
+	$(PY) scripts/prepare_demo_model.py
+	.venv/bin/rlvr fit --config configs/demo.yaml
+
+bench:
+	$(PY) benchmarks/logprob_entropy.py
