@@ -8,6 +8,7 @@ install:
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test,plot]"
+	$(PY) -m pip install -q --no-deps verl==0.9.1  # loss-parity tests load its core_algos.py
 
 test:
 	$(PY) -m pytest -q -m "not vllm" rlvr_lightning tests

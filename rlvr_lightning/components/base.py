@@ -176,8 +176,11 @@ class Aggregation(Component):
     """Reduces a per-token loss to a scalar with explicit normalizers.
 
     ``num_tokens`` / ``num_seqs`` are the global counts of the whole mini-batch (over micro-batches and ranks);
-    left as ``None`` they are counted from ``mask`` (one big batch on one rank).
+    left as ``None`` they are counted from ``mask`` (one big batch on one rank). ``normalizers`` names the counts
+    a class divides by (``"tokens"``, ``"seqs"``) so the training loop computes only those, once per mini-batch.
     """
+
+    normalizers: ClassVar[tuple[str, ...]] = ("tokens", "seqs")
 
     @abstractmethod
     def __call__(
