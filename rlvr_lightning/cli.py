@@ -1,0 +1,91 @@
+"""The ``rlvr`` command: a LightningCLI over RLVRModule and RolloutDataModule, plus ``rlvr plot``.
+
+    rlvr fit --config configs/par.yaml [--model.reweight.init_args.delta 0.3 ...] [--ckpt_path RUN/last.ckpt]
+    rlvr validate --config configs/smoke.yaml
+    rlvr fit --config configs/grpo.yaml --print_config
+    rlvr plot RUN_DIR [RUN_DIR ...] -o curves.png [--ema 0.6]
+
+Components are chosen by ``class_path`` (a short class name works for built-ins and for any imported class, e.g.
+``--model.reweight mypkg.MyReweight --model.reweight.factor 0.5``). The policy's path is linked into the
+DataModule's tokenizer, so one ``--model.model`` changes both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from jsonargparse import lazy_instance
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+
+from rlvr_lightning.data import RolloutDataModule
+from rlvr_lightning.module import RLVRModule
+
+
+class RLVRCLI(LightningCLI):
+    """LightningCLI with the policy path linked to the tokenizer and a ``last.ckpt`` kept in the run folder."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.link_arguments("model.model", "data.tokenizer")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.save_last": True,
+            "checkpoint.save_top_k": 0,
+            "checkpoint.every_n_train_steps": 50,
+        })
+
+
+def _trainer_defaults() -> dict[str, Any]:
+    return {
+        "logger": lazy_instance(CSVLogger, save_dir="runs", name="rlvr"),
+        "num_sanity_val_steps": 0,
+        "log_every_n_steps": 1,
+        "max_epochs": -1,
+    }
+
+
+def plot_main(argv: list[str]) -> int:
+    """``rlvr plot``: draw training curves of one or more runs into a PNG."""
+    from rlvr_lightning.plotting import plot_runs
+
+    p = argparse.ArgumentParser(prog="rlvr plot", description="Plot training curves of RLVR runs.")
+    p.add_argument("runs", nargs="+", help="run folders (searched for metrics.csv)")
+    p.add_argument("-o", "--output", default="curves.png", help="output PNG path")
+    p.add_argument("--ema", type=float, default=0.6, help="EMA smoothing factor in [0, 1) (paper: 0.6)")
+    p.add_argument("--keys", nargs="*", default=None, help="metric columns to draw (default: the standard set)")
+    args = p.parse_args(argv)
+    panels = plot_runs(args.runs, args.output, ema=args.ema, keys=args.keys)
+    print(f"wrote {args.output} ({len(panels)} panels: {', '.join(panels)})")
+    return 0
+
+
+def cli_main(args: list[str] | None = None) -> RLVRCLI:
+    """Run ``rlvr fit|validate|test ...`` in this process and return the CLI (its ``model``, ``trainer``)."""
+    warnings.filterwarnings("ignore", message=".*`dataloader_iter` argument in the `training_step`.*")
+    warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
+    return RLVRCLI(
+        RLVRModule,
+        RolloutDataModule,
+        args=args,
+        seed_everything_default=0,
+        trainer_defaults=_trainer_defaults(),
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"description": "rlvr: RL with verifiable rewards on PyTorch Lightning"},
+    )
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of the ``rlvr`` command; returns the process exit status."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] == "plot":
+        return plot_main(argv[1:])
+    cli_main(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

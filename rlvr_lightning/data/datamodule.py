@@ -1,0 +1,420 @@
+"""``RolloutDataModule``: prompts in, scored rollout batches out, one per training step.
+
+Each ``next`` on the training iterator takes the step's P prompts from a seeded order, generates G responses for
+each with the engine (on the policy's current weights: nothing is prefetched), scores them with the reward
+functions and returns a :class:`~rlvr_lightning.data.types.RolloutBatch`.
+
+Epochs: the prompt order is a fresh seeded permutation for each data epoch, and one data epoch is
+``steps_per_epoch = len(prompts) // prompts_per_step`` steps (the last incomplete step is dropped). The training
+iterator ends at the end of a data epoch, so a Lightning epoch is a data epoch: ``Trainer(max_epochs=...)`` and
+``Trainer(max_steps=...)`` both work, and a new ``iter()`` continues with the next data epoch.
+
+Resume: ``state_dict()`` holds the step (and so the epoch and the position in the order); after
+``load_state_dict()`` the next batch has the same prompts and sampling seed as in the uninterrupted run.
+
+Distributed: with world size W, rank r takes prompts ``[r * P/W, (r+1) * P/W)`` of each step's P prompts (all
+ranks share one order); ``group_ids`` count the prompts of the local batch from 0. Validation prompts are split
+across ranks by index modulo W.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+from torch.utils.data import DataLoader, IterableDataset
+
+from rlvr_lightning.data.collate import collate_samples, score_completions
+from rlvr_lightning.data.engines import HFEngine
+from rlvr_lightning.data.prompts import PromptRecord, format_prompts, load_records
+from rlvr_lightning.data.rewards import MathVerifyReward, resolve_reward
+from rlvr_lightning.data.types import RolloutBatch, RolloutEngine, SamplingConfig
+
+__all__ = ["RolloutDataModule"]
+
+RewardSpec = Callable[..., list[float]] | str
+
+
+class _RolloutStream(IterableDataset):
+    """Iterates the remaining steps of the current data epoch, generating each batch on demand."""
+
+    def __init__(self, dm: RolloutDataModule) -> None:
+        self.dm = dm
+
+    def __iter__(self) -> Iterator[RolloutBatch]:
+        dm = self.dm
+        dm._ensure_ready()
+        end = (dm.step // dm.steps_per_epoch + 1) * dm.steps_per_epoch
+        while dm.step < end:
+            yield dm.next_batch()
+
+
+class RolloutDataModule(pl.LightningDataModule):
+    """Rollout batches for RLVR training, and validation prompts with their answers.
+
+    Args:
+        tokenizer: a tokenizer path or hub name (``AutoTokenizer.from_pretrained``).
+        trust_remote_code: passed to ``AutoTokenizer.from_pretrained``.
+        train_files: training prompt file(s): ``.jsonl``, ``.json`` (a list of objects) or ``.parquet``.
+        train_dataset: a ``datasets`` name or a local dataset directory (instead of ``train_files``).
+        train_split: the split of ``train_dataset``.
+        val_files: validation prompt file(s).
+        val_dataset: a ``datasets`` name or local directory for validation.
+        val_split: the split of ``val_dataset``.
+        prompt_field: the prompt's field (``a.b`` for nested); the prompt is a string or a list of chat messages.
+        answer_field: the reference answer's field (numbers are converted to strings).
+        prompt_template: ``str.format`` template of the user text over the record's fields, e.g.
+            ``"{prompt}\\nAnswer:"``; None means ``"{prompt}"``.
+        chat_template: wrap prompts with the tokenizer's chat template (None: when the tokenizer has one).
+        system_prompt: a system message (chat template only).
+        prompts_per_step: P, prompts per training step over all ranks (divisible by the world size).
+        num_generations: G, responses per prompt.
+        temperature: sampling temperature (0: greedy).
+        top_p: nucleus mass.
+        top_k: top-k (``-1``: off).
+        max_new_tokens: response length cap.
+        rollout_logprobs: ask the engine for the sampling log-probs (``RolloutBatch.rollout_logprobs``).
+        max_prompt_length: longest prompt in tokens.
+        overlong_prompts: ``"drop"`` longer prompts (counted in ``num_dropped_prompts``, with a warning) or
+            ``"error"``.
+        engine: the rollout engine (None: ``HFEngine()``).
+        rewards: reward callables or import paths (None: ``[MathVerifyReward()]``); their scores are summed.
+        reward_weights: one weight per reward (None: all 1).
+        strict_rewards: re-raise a reward function's exception instead of scoring its batch 0.
+        val_batch_size: questions per validation batch.
+        seed: seeds the prompt order and the sampling.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str,
+        trust_remote_code: bool = False,
+        train_files: str | list[str] | None = None,
+        train_dataset: str | None = None,
+        train_split: str = "train",
+        val_files: str | list[str] | None = None,
+        val_dataset: str | None = None,
+        val_split: str = "test",
+        prompt_field: str = "prompt",
+        answer_field: str = "answer",
+        prompt_template: str | None = None,
+        chat_template: bool | None = None,
+        system_prompt: str | None = None,
+        prompts_per_step: int = 8,
+        num_generations: int = 8,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = -1,
+        max_new_tokens: int = 256,
+        rollout_logprobs: bool = False,
+        max_prompt_length: int = 512,
+        overlong_prompts: Literal["drop", "error"] = "drop",
+        engine: RolloutEngine | None = None,
+        rewards: list[RewardSpec] | RewardSpec | None = None,
+        reward_weights: list[float] | None = None,
+        strict_rewards: bool = False,
+        val_batch_size: int = 32,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("prompts_per_step", prompts_per_step),
+            ("num_generations", num_generations),
+            ("max_new_tokens", max_new_tokens),
+            ("max_prompt_length", max_prompt_length),
+            ("val_batch_size", val_batch_size),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if overlong_prompts not in ("drop", "error"):
+            raise ValueError(f"overlong_prompts must be 'drop' or 'error', got {overlong_prompts!r}")
+        if temperature < 0 or not 0 < top_p <= 1:
+            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+        self.tokenizer_name = tokenizer
+        self.trust_remote_code = trust_remote_code
+        self.train_source = {"files": train_files, "dataset": train_dataset, "split": train_split}
+        self.val_source = {"files": val_files, "dataset": val_dataset, "split": val_split}
+        self.prompt_field, self.answer_field = prompt_field, answer_field
+        self.prompt_template, self.chat_template, self.system_prompt = (
+            prompt_template,
+            chat_template,
+            system_prompt,
+        )
+        self.prompts_per_step, self.num_generations = prompts_per_step, num_generations
+        self.sampling = SamplingConfig(
+            n=num_generations,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            max_new_tokens=max_new_tokens,
+            logprobs=rollout_logprobs,
+        )
+        self.max_prompt_length, self.overlong_prompts = max_prompt_length, overlong_prompts
+        self.engine: RolloutEngine = HFEngine() if engine is None else engine
+        specs = (
+            [MathVerifyReward()] if rewards is None else (rewards if isinstance(rewards, list) else [rewards])
+        )
+        self.reward_fns = [resolve_reward(r) for r in specs]
+        if not self.reward_fns:
+            raise ValueError("rewards is empty; give at least one reward function")
+        if reward_weights is not None and len(reward_weights) != len(self.reward_fns):
+            raise ValueError(
+                f"reward_weights has {len(reward_weights)} entries for {len(self.reward_fns)} rewards"
+            )
+        self.reward_weights = (
+            list(reward_weights) if reward_weights is not None else [1.0] * len(self.reward_fns)
+        )
+        self.strict_rewards = strict_rewards
+        self.val_batch_size = val_batch_size
+        self.seed = seed
+        self.step = 0  # training batches produced so far (over the whole run)
+        self.num_dropped_prompts = 0
+        self._tokenizer: Any = None
+        self._train: list[PromptRecord] | None = None
+        self._val: list[PromptRecord] | None = None
+        self._engine_ready = False
+
+    # -- properties the LightningModule reads ----------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer (loaded on first use)."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(
+                self.tokenizer_name, trust_remote_code=self.trust_remote_code
+            )
+        return self._tokenizer
+
+    @property
+    def world(self) -> tuple[int, int]:
+        """``(world_size, global_rank)`` from the attached trainer, else ``(1, 0)``."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
+
+    @property
+    def train_prompts(self) -> list[PromptRecord]:
+        """The formatted training prompts (loaded on first use)."""
+        if self._train is None:
+            if self.train_source["files"] is None and self.train_source["dataset"] is None:
+                raise ValueError("no training prompts: set train_files or train_dataset")
+            self._train = self._load(self.train_source)
+        return self._train
+
+    @property
+    def val_prompts(self) -> list[PromptRecord]:
+        """The formatted validation prompts (empty without a validation source)."""
+        if self._val is None:
+            has = self.val_source["files"] is not None or self.val_source["dataset"] is not None
+            self._val = self._load(self.val_source) if has else []
+        return self._val
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Training steps in one pass over the prompts: ``len(prompts) // prompts_per_step``."""
+        n = len(self.train_prompts)
+        if n < self.prompts_per_step:
+            raise ValueError(f"{n} training prompts are fewer than prompts_per_step={self.prompts_per_step}")
+        return n // self.prompts_per_step
+
+    @property
+    def epoch(self) -> int:
+        """The data epoch of the next training batch."""
+        return self.step // self.steps_per_epoch
+
+    # -- LightningDataModule --------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Load the prompts the stage needs."""
+        if stage in (None, "fit"):
+            _ = self.train_prompts
+        if stage in (None, "fit", "validate"):
+            _ = self.val_prompts
+
+    def train_dataloader(self) -> DataLoader:
+        """An iterable of ``RolloutBatch`` over the rest of the current data epoch (made lazily, no workers)."""
+        return DataLoader(_RolloutStream(self), batch_size=None, num_workers=0)
+
+    def val_dataloader(self) -> list[dict[str, list]]:
+        """This rank's validation questions in batches ``{"prompts", "prompt_ids", "answers"}`` (empty if none)."""
+        world, rank = self.world
+        mine = self.val_prompts[rank::world]
+        return [
+            {
+                "prompts": [r.text for r in chunk],
+                "prompt_ids": [r.token_ids for r in chunk],
+                "answers": [r.answer for r in chunk],
+            }
+            for chunk in (mine[i : i + self.val_batch_size] for i in range(0, len(mine), self.val_batch_size))
+        ]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the prompt stream (saved in Lightning checkpoints)."""
+        return {
+            "step": self.step,
+            "epoch": self.step // max(1, self._steps_or_zero()),
+            "seed": self.seed,
+            "num_prompts": len(self._train) if self._train is not None else -1,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`: the next batch is the one the saved run would have made."""
+        self.step = int(state_dict["step"])
+        if int(state_dict.get("seed", self.seed)) != self.seed:
+            warnings.warn(f"resuming with seed={self.seed} but the checkpoint used seed={state_dict['seed']}")
+        saved_n = int(state_dict.get("num_prompts", -1))
+        if saved_n >= 0 and self._train is not None and saved_n != len(self._train):
+            warnings.warn(f"resuming with {len(self._train)} training prompts; the checkpoint had {saved_n}")
+
+    # -- batches -------------------------------------------------------------------------------------------
+    def step_prompts(self, step: int) -> list[PromptRecord]:
+        """This rank's prompts for training step ``step`` (deterministic in ``seed`` and ``step``)."""
+        world, rank = self.world
+        if self.prompts_per_step % world:
+            raise ValueError(
+                f"prompts_per_step={self.prompts_per_step} is not divisible by the world size {world}"
+            )
+        spe = self.steps_per_epoch
+        epoch, k = divmod(step, spe)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.train_prompts))
+        ids = order[k * self.prompts_per_step : (k + 1) * self.prompts_per_step]
+        local = self.prompts_per_step // world
+        return [self.train_prompts[int(i)] for i in ids[rank * local : (rank + 1) * local]]
+
+    def sampling_seed(self, step: int) -> int:
+        """The engine seed of training step ``step`` on this rank."""
+        _, rank = self.world
+        return int(np.random.SeedSequence([self.seed, step, rank]).generate_state(1)[0] & 0x7FFFFFFF)
+
+    def next_batch(self) -> RolloutBatch:
+        """Generate and score the next training batch (advances ``step``)."""
+        self._ensure_ready()
+        prompts = self.step_prompts(self.step)
+        batch = self.rollout(prompts, seed=self.sampling_seed(self.step))
+        self.step += 1
+        return batch
+
+    def rollout(
+        self,
+        prompts: list[PromptRecord] | list[dict[str, Any]],
+        n: int | None = None,
+        *,
+        seed: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        max_new_tokens: int | None = None,
+        logprobs: bool | None = None,
+    ) -> RolloutBatch:
+        """Generate ``n`` responses for each prompt and score them (used by training and evaluation).
+
+        Args:
+            prompts: records, or dicts with ``"prompt_ids"`` (token ids), ``"answer"`` and optionally ``"prompt"``
+                (text).
+            n: responses per prompt (None: ``num_generations``).
+            seed: the engine seed.
+            temperature, top_p, top_k, max_new_tokens, logprobs: override the configured sampling.
+
+        Returns:
+            A batch of B = len(prompts) * n sequences; ``group_ids`` index ``prompts``.
+        """
+        self._ensure_ready()
+        texts, ids, answers, extras = [], [], [], []
+        for p in prompts:
+            if isinstance(p, PromptRecord):
+                (
+                    texts.append(p.text),
+                    ids.append(p.token_ids),
+                    answers.append(p.answer),
+                    extras.append(p.fields),
+                )
+            else:
+                (
+                    texts.append(p.get("prompt", "")),
+                    ids.append(list(p["prompt_ids"])),
+                    answers.append(p["answer"]),
+                )
+                extras.append({})
+        overrides = {
+            "n": n,
+            "temperature": temperature,
+            "top_p": top_p,
+            "top_k": top_k,
+            "max_new_tokens": max_new_tokens,
+            "logprobs": logprobs,
+        }
+        sampling = SamplingConfig(
+            **{**vars(self.sampling), **{k: v for k, v in overrides.items() if v is not None}}
+        )
+        t0 = time.perf_counter()
+        groups = self.engine.generate(ids, sampling, seed=seed)
+        samples = [s for g in groups for s in g]
+        completions = self.tokenizer.batch_decode([s.token_ids for s in samples], skip_special_tokens=True)
+        t1 = time.perf_counter()
+        rep = [i for i, g in enumerate(groups) for _ in g]
+        scores, reward_info = score_completions(
+            completions,
+            [answers[i] for i in rep],
+            self.reward_fns,
+            weights=self.reward_weights,
+            prompts=[texts[i] for i in rep],
+            strict=self.strict_rewards,
+        )
+        t2 = time.perf_counter()
+        pad = self.tokenizer.pad_token_id
+        batch = collate_samples(
+            ids, samples, rep, scores, pad_token_id=self.tokenizer.eos_token_id if pad is None else pad
+        )
+        batch.prompts = [texts[i] for i in rep]
+        batch.completions = completions
+        batch.answers = [answers[i] for i in rep]
+        batch.info = {
+            "time/rollout": t1 - t0,
+            "time/scoring": t2 - t1,
+            "tokens/generated": float(sum(len(s.token_ids) for s in samples)),
+            **reward_info,
+        }
+        return batch
+
+    # -- internals -----------------------------------------------------------------------------------------
+    def _steps_or_zero(self) -> int:
+        return len(self._train) // self.prompts_per_step if self._train is not None else 0
+
+    def _ensure_ready(self) -> None:
+        if not self._engine_ready:
+            self.engine.setup(self.tokenizer)
+            self._engine_ready = True
+
+    def _load(self, source: dict[str, Any]) -> list[PromptRecord]:
+        records = load_records(
+            source["files"],
+            dataset=source["dataset"],
+            split=source["split"],
+            prompt_field=self.prompt_field,
+            answer_field=self.answer_field,
+        )
+        kept, dropped = format_prompts(
+            records,
+            self.tokenizer,
+            prompt_template=self.prompt_template,
+            chat_template=self.chat_template,
+            system_prompt=self.system_prompt,
+            max_prompt_length=self.max_prompt_length,
+            overlong_prompts=self.overlong_prompts,
+        )
+        if dropped:
+            self.num_dropped_prompts += dropped
+            warnings.warn(
+                f"dropped {dropped} of {len(records)} prompts longer than "
+                f"max_prompt_length={self.max_prompt_length} tokens"
+            )
+        if not kept:
+            raise ValueError(
+                f"no prompts left after dropping those over max_prompt_length={self.max_prompt_length}"
+            )
+        return kept

@@ -1,0 +1,48 @@
+"""FSDP2 sharding of Hugging Face causal LMs, applied in ``RLVRModule.configure_model``.
+
+Lightning's ``ModelParallelStrategy`` builds the device mesh (dimensions ``data_parallel`` and
+``tensor_parallel``) and launches the processes; this module only tells torch's ``fully_shard`` where the
+transformer blocks are. No distributed code of our own.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def transformer_blocks(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks of ``model``: modules whose class is in the model's ``_no_split_modules``.
+
+    Raises:
+        ValueError: if the model names no such class, or none is found.
+    """
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    blocks = [m for m in model.modules() if type(m).__name__ in names]
+    if not blocks:
+        raise ValueError(
+            f"cannot find transformer blocks in {type(model).__name__}: it lists no `_no_split_modules` "
+            f"({sorted(names)}) present in the model; shard it yourself in configure_model"
+        )
+    return blocks
+
+
+def shard_model(model: nn.Module, mesh, *, param_dtype: torch.dtype | None = None) -> nn.Module:
+    """Apply FSDP2 (``fully_shard``) to each transformer block, then to the whole model.
+
+    Args:
+        model: a Hugging Face causal LM.
+        mesh: the device mesh from ``ModelParallelStrategy`` (its ``data_parallel`` dimension is used).
+        param_dtype: compute dtype of gathered parameters (e.g. ``torch.bfloat16``) with fp32 gradient reduction;
+            None keeps the parameters' own dtype.
+    """
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    dp_mesh = mesh["data_parallel"] if mesh.mesh_dim_names and "data_parallel" in mesh.mesh_dim_names else mesh
+    kwargs = {"mesh": dp_mesh}
+    if param_dtype is not None:
+        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    for block in transformer_blocks(model):
+        fully_shard(block, **kwargs)
+    fully_shard(model, **kwargs)
+    return model
