@@ -13,17 +13,37 @@ DataModule's tokenizer, so one ``--model.model`` changes both.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
 from jsonargparse import lazy_instance
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
+from rlvr_lightning.checkpoint import AtomicCheckpointIO, AtomicModelCheckpoint
 from rlvr_lightning.data import RolloutDataModule
 from rlvr_lightning.module import RLVRModule
+
+_COMPONENT_KEY = re.compile(r'Parser key "model\.(advantage|clip|reweight|aggregation|kl|entropy_bonus)"')
+
+
+class RLVRArgumentParser(LightningArgumentParser):
+    """Adds the valid class names to an error about a loss component (``model.reweight`` etc.)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        match = _COMPONENT_KEY.search(message)
+        if match and "valid names" not in message:
+            from rlvr_lightning.components import AXES
+
+            axis = {"advantage": "Advantage", "clip": "Clip", "reweight": "Reweight", "aggregation": "Aggregation",
+                    "kl": "KLPenalty", "entropy_bonus": "EntropyBonus"}[match.group(1)]
+            base = next(a for a in AXES if a.__name__ == axis)
+            names = sorted({cls.__name__ for cls in base._registry.values()})
+            message = (f"{message.rstrip()}\n  valid names for model.{match.group(1)}: {', '.join(names)} "
+                       f"(or the import path of a {axis} subclass, e.g. mypkg.MyClass)")
+        return super().error(message, ex)
 
 
 class RLVRCLI(LightningCLI):
@@ -31,12 +51,25 @@ class RLVRCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("model.model", "data.tokenizer")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(AtomicModelCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.save_last": True,
             "checkpoint.save_top_k": 0,
             "checkpoint.every_n_train_steps": 50,
         })
+
+    def before_instantiate_classes(self) -> None:
+        """Refuse a model path that is neither a folder nor a hub name before anything is built or loaded."""
+        from rlvr_lightning.models import _resolve
+
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        for key in ("model.model", "model.reference_model"):
+            path = config.get(key) if config is not None else None
+            if path:
+                try:
+                    _resolve(path)
+                except FileNotFoundError as err:
+                    self.parser.error(f"{key}: {err}")
 
 
 def _trainer_defaults() -> dict[str, Any]:
@@ -45,6 +78,7 @@ def _trainer_defaults() -> dict[str, Any]:
         "num_sanity_val_steps": 0,
         "log_every_n_steps": 1,
         "max_epochs": -1,
+        "plugins": lazy_instance(AtomicCheckpointIO),  # checkpoints written atomically, loaded weights_only
     }
 
 
@@ -73,6 +107,7 @@ def cli_main(args: list[str] | None = None) -> RLVRCLI:
         args=args,
         seed_everything_default=0,
         trainer_defaults=_trainer_defaults(),
+        parser_class=RLVRArgumentParser,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"description": "rlvr: RL with verifiable rewards on PyTorch Lightning"},
     )

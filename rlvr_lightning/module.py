@@ -143,6 +143,7 @@ class RLVRModule(LightningModule):
         self.entropy_dynamics = EntropyDynamics()
         self.nonfinite_total = 0
         self._nonfinite_streak = 0
+        self._data_epoch = 1
 
     # ------------------------------------------------------------------ models
     def configure_model(self) -> None:
@@ -214,10 +215,16 @@ class RLVRModule(LightningModule):
             out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                         use_cache=False, logits_to_keep=T + 1)
             logits = out.logits[:, -(T + 1):-1]
-            temperature = getattr(self.trainer.datamodule, "temperature", 1.0) if self._trainer else 1.0
+            temperature = self._sampling_temperature()
             if with_entropy:
-                return F.logprobs_and_entropy(logits, batch.response_ids, temperature=temperature or 1.0)
-            return F.logprobs_from_logits(logits, batch.response_ids, temperature=temperature or 1.0), None
+                return F.logprobs_and_entropy(logits, batch.response_ids, temperature=temperature)
+            return F.logprobs_from_logits(logits, batch.response_ids, temperature=temperature), None
+
+    def _sampling_temperature(self) -> float:
+        """The rollout temperature (1.0 for greedy rollouts or without a DataModule)."""
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        sampling = getattr(dm, "sampling", None)
+        return float(getattr(sampling, "temperature", 1.0) or 1.0)
 
     def _micro_batches(self, index: Tensor) -> list[Tensor]:
         size = self.hparams.micro_batch_size or len(index)
@@ -234,6 +241,8 @@ class RLVRModule(LightningModule):
     # ------------------------------------------------------------------ the step
     def training_step(self, dataloader_iter: Iterator[tuple[RolloutBatch, int, int]]) -> None:
         t_step = time.perf_counter()
+        dm = self.trainer.datamodule
+        self._data_epoch = int(getattr(dm, "epoch", 0)) + 1  # 1-based data epoch of the batch pulled next
         batch = next(dataloader_iter)[0].to(self.device)  # Lightning yields (batch, batch_idx, dataloader_idx)
         mask = batch.response_mask
         timings = {k: v for k, v in batch.info.items() if k.startswith("time/")}
@@ -284,7 +293,6 @@ class RLVRModule(LightningModule):
         num_tokens = self._global_sum(mask[mb].sum().float())
         num_seqs = self._global_sum(mask[mb].any(-1).sum().float())
         world = self.trainer.world_size if self._trainer is not None else 1
-        dm = self.trainer.datamodule if self._trainer is not None else None
         sums: dict[str, Tensor] = {}
         for idx in self._micro_batches(mb):
             m = mask[idx]
@@ -293,7 +301,7 @@ class RLVRModule(LightningModule):
             ctx = ReweightContext(
                 advantages=advantages[idx], logp=logp.detach(), old_logp=old_logp[idx], entropy=ent.detach(),
                 mask=m, step=self.global_step, total_steps=self.trainer.max_steps if self._trainer else -1,
-                epoch=int(getattr(dm, "epoch", 1) or 1), total_epochs=int(getattr(dm, "total_epochs", -1) or -1),
+                epoch=self._data_epoch, total_epochs=self._total_epochs(),
                 measured_entropy=measured_entropy,
             )
             weights = self.reweight(ctx)
@@ -339,6 +347,16 @@ class RLVRModule(LightningModule):
         sums = {k: self._global_sum(v) for k, v in sums.items()}
         sums["grad_norm"] = grad_norm.detach()
         return sums
+
+    def _total_epochs(self) -> int:
+        """Planned data epochs: ``trainer.max_epochs``, else derived from ``max_steps`` (-1 if unknown)."""
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+            return int(self.trainer.max_epochs)
+        steps_per_epoch = getattr(self.trainer.datamodule, "steps_per_epoch", 0)
+        if self.trainer.max_steps > 0 and steps_per_epoch:
+            updates = self.hparams.ppo_epochs * self.hparams.num_mini_batches
+            return max(1, -(-self.trainer.max_steps // (updates * steps_per_epoch)))
+        return -1
 
     # ------------------------------------------------------------------ distributed reductions
     def _global_sum(self, x: Tensor) -> Tensor:

@@ -1,0 +1,61 @@
+"""Helpers of the training tests: a reward with signal for a random model, a user reweighting, CLI runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlvr_lightning.components import Reweight, ReweightContext
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = str(REPO / "configs" / "smoke.yaml")
+
+
+def digit_reward(completions: list[str], answers: list[str], **kw: Any) -> list[float]:
+    """Fraction of digit characters in each completion: varied scores even from a random policy."""
+    return [sum(ch.isdigit() for ch in c) / max(1, len(c)) for c in completions]
+
+
+class CountingReweight(Reweight):
+    """A user's reweighting (not registered): scales positive tokens by ``factor`` and counts its calls."""
+
+    calls = 0
+
+    def __init__(self, factor: float = 1.0) -> None:
+        self.factor = factor
+
+    def __call__(self, ctx: ReweightContext) -> torch.Tensor:
+        type(self).calls += 1
+        w = torch.where(ctx.advantages > 0, self.factor, 1.0)
+        return w * ctx.mask
+
+
+def fit(tmp_path: Path, *extra: str, name: str = "run") -> Any:
+    """``rlvr fit`` on the smoke config in this process, logging under ``tmp_path``; returns the CLI."""
+    from rlvr_lightning.cli import cli_main
+
+    cwd = os.getcwd()
+    os.chdir(REPO)  # the smoke config names assets/ relative to the repository
+    try:
+        return cli_main([
+            "fit", "--config", SMOKE,
+            "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", name,
+            "--data.rewards", "toy_training.digit_reward",
+            *extra,
+        ])
+    finally:
+        os.chdir(cwd)
+
+
+def initial_policy(seed: int = 0) -> torch.nn.Module:
+    """The smoke policy as initialized before training."""
+    from rlvr_lightning.models import load_causal_lm
+
+    return load_causal_lm(str(REPO / "assets" / "tiny-qwen2"), from_scratch=True, seed=seed)
+
+
+def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
