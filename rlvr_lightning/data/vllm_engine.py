@@ -20,7 +20,8 @@ serialization, through the worker's ``reload_weights`` (reached with ``LLM.colle
   CPU) :meth:`sleep` offloads the weights and drops the KV cache (``LLM.sleep(level=1)``); :meth:`update_weights`
   wakes the weights first, and :meth:`wake_up` restores the KV cache.
 * **Ranks.** Under ``torch.distributed`` every rank builds its own engine (``tensor_parallel_size=1``) on its own
-  device and samples its own prompts; see ``docs/scaling.md``.
+  device (vLLM's ``external_launcher`` executor, chosen automatically) and samples its own prompts; see
+  ``docs/scaling.md``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ def _vllm_name(name: str) -> str:
     return name.removeprefix("module.")
 
 
+def _distributed_world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def _reload_weights(worker: Any, weights: Iterator[tuple[str, Tensor]]) -> None:
     """Run on vLLM's worker: load HF-named ``weights`` in place (layer-wise, then repacked for the kernels)."""
     worker.reload_weights(weights_iterator=weights)
@@ -79,7 +85,8 @@ class VLLMEngine:
         gpu_memory_utilization: fraction of the accelerator's memory vLLM may take (weights, activations, KV
             cache); leave room for the trainer. Ignored on CPU, where ``VLLM_CPU_KVCACHE_SPACE`` (GiB) sizes the
             KV cache.
-        tensor_parallel_size: vLLM tensor-parallel degree; only 1 supports :meth:`update_weights` for now.
+        tensor_parallel_size: vLLM tensor-parallel degree; only 1 supports :meth:`update_weights` for now (a
+            tensor-parallel group would need the same prompts on all its ranks).
         enable_sleep_mode: free the accelerator memory between rollouts (:meth:`sleep`); turned off where the
             platform has no sleep mode (CPU).
         max_model_len: longest prompt + response (None: the model config's).
@@ -218,6 +225,14 @@ class VLLMEngine:
             "seed": self.seed,
             "logprobs_mode": "processed_logprobs",
         }
+        if _distributed_world_size() > 1:
+            # one vLLM worker inside every trainer rank, on that rank's device (vLLM's "uni" executor would put
+            # every rank's worker on device 0); each rank samples its own prompts
+            kwargs["distributed_executor_backend"] = "external_launcher"
+            os.environ.setdefault("RANK", str(torch.distributed.get_rank()))
+            os.environ.setdefault(
+                "LOCAL_RANK", str(torch.cuda.current_device() if torch.cuda.is_available() else 0)
+            )
         kwargs.update(self.engine_kwargs)
         llm = vllm.LLM(**kwargs)
         self._in_process = not envs.VLLM_ENABLE_V1_MULTIPROCESSING and self.tensor_parallel_size == 1
