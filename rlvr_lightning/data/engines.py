@@ -72,9 +72,22 @@ class HFEngine:
         """No-op: the engine shares the trainer's model."""
 
     def generate(
-        self, prompt_token_ids: Sequence[Sequence[int]], sampling: SamplingConfig, *, seed: int | None = None
+        self,
+        prompt_token_ids: Sequence[Sequence[int]],
+        sampling: SamplingConfig,
+        *,
+        seed: int | Sequence[int] | None = None,
     ) -> list[list[Sample]]:
-        """``sampling.n`` samples for each prompt (see :class:`~rlvr_lightning.data.types.RolloutEngine`)."""
+        """``sampling.n`` samples for each prompt (see :class:`~rlvr_lightning.data.types.RolloutEngine`).
+
+        With one seed per prompt, each prompt is generated in calls of its own (``n`` sequences, no padding),
+        seeded with its seed: slower than one batch over all prompts, but independent of the other prompts.
+        """
+        if seed is not None and not isinstance(seed, int):
+            seeds = list(seed)
+            if len(seeds) != len(prompt_token_ids):
+                raise ValueError(f"got {len(seeds)} seeds for {len(prompt_token_ids)} prompts")
+            return [self.generate([p], sampling, seed=int(s))[0] for p, s in zip(prompt_token_ids, seeds)]
         if self.model is None:
             raise RuntimeError("HFEngine has no model: call update_weights(policy) before generate")
         if self.pad_token_id is None:

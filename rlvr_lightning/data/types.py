@@ -57,11 +57,17 @@ class RolloutEngine(Protocol):
         ...
 
     def generate(
-        self, prompt_token_ids: Sequence[Sequence[int]], sampling: SamplingConfig, *, seed: int | None = None
+        self,
+        prompt_token_ids: Sequence[Sequence[int]],
+        sampling: SamplingConfig,
+        *,
+        seed: int | Sequence[int] | None = None,
     ) -> list[list[Sample]]:
         """``sampling.n`` samples for each prompt, as a list (one entry per prompt) of lists of samples.
 
-        With the same weights, prompts, sampling settings and ``seed``, the result is reproducible.
+        With the same weights, prompts, sampling settings and ``seed``, the result is reproducible. A sequence
+        of seeds gives each prompt its own seed, so a prompt's samples do not depend on the other prompts of the
+        call (the same rollouts however prompts are split over ranks or calls).
         """
         ...
 

@@ -153,7 +153,11 @@ class VLLMEngine:
         return self._llm
 
     def generate(
-        self, prompt_token_ids: Sequence[Sequence[int]], sampling: SamplingConfig, *, seed: int | None = None
+        self,
+        prompt_token_ids: Sequence[Sequence[int]],
+        sampling: SamplingConfig,
+        *,
+        seed: int | Sequence[int] | None = None,
     ) -> list[list[Sample]]:
         """``sampling.n`` samples for each prompt (see :class:`~rlvr_lightning.data.types.RolloutEngine`)."""
         if sampling.n < 1 or sampling.max_new_tokens < 1:
@@ -238,7 +242,9 @@ class VLLMEngine:
         self._in_process = not envs.VLLM_ENABLE_V1_MULTIPROCESSING and self.tensor_parallel_size == 1
         return llm
 
-    def _sampling_params(self, sampling: SamplingConfig, num_prompts: int, seed: int | None) -> list[Any]:
+    def _sampling_params(
+        self, sampling: SamplingConfig, num_prompts: int, seed: int | Sequence[int] | None
+    ) -> list[Any]:
         from vllm import SamplingParams
 
         common = {
@@ -253,6 +259,11 @@ class VLLMEngine:
         }
         if seed is None:
             return [SamplingParams(**common)] * num_prompts
+        if not isinstance(seed, int):  # one seed per prompt
+            seeds = list(seed)
+            if len(seeds) != num_prompts:
+                raise ValueError(f"got {len(seeds)} seeds for {num_prompts} prompts")
+            return [SamplingParams(**common, seed=(int(s) * _SEED_MIX) % _SEED_MOD) for s in seeds]
         base = (int(seed) * _SEED_MIX) % _SEED_MOD
         # prompt i's samples get seeds base + i*n + j: distinct for every (prompt, sample) of the call
         return [SamplingParams(**common, seed=base + i * sampling.n) for i in range(num_prompts)]

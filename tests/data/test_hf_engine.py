@@ -110,3 +110,19 @@ def test_mode_restored_and_errors(engine, tokenizer, tiny_model):
         HFEngine().update_weights(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="batch_size"):
         HFEngine(batch_size=0)
+
+
+def test_per_prompt_seeds_make_samples_independent_of_the_other_prompts(tiny_model, tokenizer):
+    from rlvr_lightning.data.engines import HFEngine
+    from rlvr_lightning.data.types import SamplingConfig
+
+    engine = HFEngine(batch_size=64)
+    engine.setup(tokenizer)
+    engine.update_weights(tiny_model)
+    sampling = SamplingConfig(n=3, temperature=1.0, max_new_tokens=6, logprobs=True)
+    prompts = [tokenizer("12+34=")["input_ids"], tokenizer("7*8=")["input_ids"], tokenizer("999+1=")["input_ids"]]
+    together = engine.generate(prompts, sampling, seed=[11, 22, 33])
+    apart = [engine.generate([p], sampling, seed=[s])[0] for p, s in zip(prompts[::-1], [33, 22, 11])][::-1]
+    assert [[s.token_ids for s in g] for g in together] == [[s.token_ids for s in g] for g in apart]
+    other = engine.generate(prompts, sampling, seed=[12, 22, 33])
+    assert [s.token_ids for s in other[1]] == [s.token_ids for s in together[1]]
