@@ -20,6 +20,7 @@ accumulation and data parallelism give the gradient of one big batch.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Iterator
 
@@ -27,6 +28,7 @@ import torch
 from lightning.pytorch import LightningModule
 from jsonargparse import lazy_instance
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from rlvr_lightning import functional as F
@@ -45,6 +47,7 @@ from rlvr_lightning.components import (
     TokenMean,
     Uniform,
 )
+from rlvr_lightning.data.evaluation import EvalMetrics, EvalSet, format_eval_table
 from rlvr_lightning.data.types import RolloutBatch
 from rlvr_lightning.metrics import EntropyDynamics, TokenEntropy
 from rlvr_lightning.optim import ConstantWithWarmup
@@ -143,7 +146,49 @@ class RLVRModule(LightningModule):
         self.entropy_dynamics = EntropyDynamics()
         self.nonfinite_total = 0
         self._nonfinite_streak = 0
+        self.eval_metrics = nn.ModuleDict()  # EvalMetrics per evaluation set, made on its first batch
+        self.last_eval: dict[str, dict[str, Any]] = {}  # per set: the last validation's metrics and samples
+        self._eval_temperature: float | None = None  # the sampling temperature while scoring a validation batch
         self._data_epoch = 1
+
+    # ------------------------------------------------------------------ start-up checks
+    def setup(self, stage: str) -> None:
+        """Cross-check model and data settings before ``configure_model`` loads any weights.
+
+        Raises:
+            ValueError: a group size below 2 with a group-normalized advantage; ``prompts_per_step`` not divisible by
+                the world size; the sequences per rank and step not divisible into ``num_mini_batches`` equal
+                mini-batches, or a mini-batch not into micro-batches of ``micro_batch_size``.
+        """
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        P, G = getattr(dm, "prompts_per_step", None), getattr(dm, "num_generations", None)
+        if stage != "fit" or not isinstance(P, int) or not isinstance(G, int):
+            return
+        if self.advantage.needs_groups and G < 2:
+            raise ValueError(
+                f"data.num_generations must be >= 2 with the group-normalized advantage "
+                f"{type(self.advantage).__name__} (a group of 1 has no baseline: every advantage would be 0), "
+                f"got {G}; raise data.num_generations or choose an advantage with needs_groups=False"
+            )
+        world = self.trainer.world_size
+        if P % world:
+            raise ValueError(f"data.prompts_per_step={P} must be divisible by the world size {world}")
+        local = P // world * G
+        n_mini, micro = self.hparams.num_mini_batches, self.hparams.micro_batch_size
+        if local % n_mini:
+            valid = [d for d in range(1, local + 1) if local % d == 0]
+            raise ValueError(
+                f"model.num_mini_batches={n_mini} must divide the sequences per step and rank, "
+                f"data.prompts_per_step / world_size * data.num_generations = {P} / {world} * {G} = {local}; "
+                f"valid values: {valid}"
+            )
+        mini = local // n_mini
+        if micro is not None and micro < mini and mini % micro:
+            valid = [d for d in range(1, mini + 1) if mini % d == 0]
+            raise ValueError(
+                f"model.micro_batch_size={micro} must divide the mini-batch of {mini} sequences "
+                f"({local} per step and rank / model.num_mini_batches={n_mini}); valid values: {valid} or null"
+            )
 
     # ------------------------------------------------------------------ models
     def configure_model(self) -> None:
@@ -222,6 +267,8 @@ class RLVRModule(LightningModule):
 
     def _sampling_temperature(self) -> float:
         """The rollout temperature (1.0 for greedy rollouts or without a DataModule)."""
+        if self._eval_temperature is not None:
+            return self._eval_temperature or 1.0
         dm = self.trainer.datamodule if self._trainer is not None else None
         sampling = getattr(dm, "sampling", None)
         return float(getattr(sampling, "temperature", 1.0) or 1.0)
@@ -244,6 +291,7 @@ class RLVRModule(LightningModule):
         dm = self.trainer.datamodule
         self._data_epoch = int(getattr(dm, "epoch", 0)) + 1  # 1-based data epoch of the batch pulled next
         batch = next(dataloader_iter)[0].to(self.device)  # Lightning yields (batch, batch_idx, dataloader_idx)
+        self._engine().sleep()  # vLLM frees its KV cache and weights while the trainer works (no-op for HF)
         mask = batch.response_mask
         timings = {k: v for k, v in batch.info.items() if k.startswith("time/")}
 
@@ -337,11 +385,16 @@ class RLVRModule(LightningModule):
         else:
             self.nonfinite_total += 1
             self._nonfinite_streak += 1
+            rank_zero_warn(
+                f"skipped an update with a non-finite loss or gradient (loss={float(sums['loss'])}, "
+                f"grad_norm={float(grad_norm)}); {self._nonfinite_streak} in a row, {self.nonfinite_total} in all"
+            )
             if self._nonfinite_streak >= self.hparams.max_consecutive_nonfinite:
+                saved = self._save_nonfinite_checkpoint()
                 raise NonFiniteLossError(
                     f"{self._nonfinite_streak} consecutive updates had a non-finite loss or gradient "
                     f"(loss={float(sums['loss'])}, grad_norm={float(grad_norm)}); stopping. Lower the learning "
-                    f"rate or check the rewards; model.max_consecutive_nonfinite sets the limit."
+                    f"rate or check the rewards; model.max_consecutive_nonfinite sets the limit. {saved}"
                 )
         opt.zero_grad(set_to_none=True)
         sums = {k: self._global_sum(v) for k, v in sums.items()}
@@ -357,6 +410,18 @@ class RLVRModule(LightningModule):
             updates = self.hparams.ppo_epochs * self.hparams.num_mini_batches
             return max(1, -(-self.trainer.max_steps // (updates * steps_per_epoch)))
         return -1
+
+    def _save_nonfinite_checkpoint(self) -> str:
+        """Save ``nonfinite.ckpt`` (weights are still those of the last finite update) and say where."""
+        trainer = self.trainer
+        callback = trainer.checkpoint_callback
+        folder = getattr(callback, "dirpath", None) or trainer.log_dir or trainer.default_root_dir
+        path = os.path.join(folder, "nonfinite.ckpt")
+        try:
+            trainer.save_checkpoint(path)
+        except Exception as err:  # noqa: BLE001 - the run stops either way; do not hide the non-finite error
+            return f"Saving a checkpoint failed: {type(err).__name__}: {err}"
+        return f"The last finite state is saved in {path}."
 
     # ------------------------------------------------------------------ distributed reductions
     def _global_sum(self, x: Tensor) -> Tensor:
@@ -411,6 +476,8 @@ class RLVRModule(LightningModule):
             if not k.startswith("time/"):
                 logs[f"rollout/{k}"] = torch.tensor(float(v))
         logs.update({k: torch.tensor(float(v)) for k, v in timings.items()})
+        if self.device.type == "cuda":
+            logs["gpu/peak_memory_gib"] = torch.tensor(torch.cuda.max_memory_allocated(self.device) / 2**30)
         n_generated = self._global_sum(mask.sum().float())
         logs["throughput/tokens_per_s"] = n_generated / max(timings["time/step"], 1e-9)
         bar = {"reward", "entropy"}
@@ -418,6 +485,47 @@ class RLVRModule(LightningModule):
             self.log(k, v.float() if isinstance(v, Tensor) else v, on_step=True, on_epoch=False,
                      prog_bar=k.split("/")[-1] in bar or k == "train/reward_mean",
                      batch_size=len(batch), sync_dist=False)
+
+    # ------------------------------------------------------------------ evaluation
+    def on_validation_start(self) -> None:
+        self._sync_weights()  # `validate` never trained; during `fit` it is cheap next to sampling k per question
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Sample k responses per question of an evaluation set's batch, score them, update the set's metrics."""
+        dm = self.trainer.datamodule
+        es: EvalSet = dm.eval_sets[batch["set"]]
+        prompts = [{"prompt": t, "prompt_ids": ids, "answer": a}
+                   for t, ids, a in zip(batch["prompts"], batch["prompt_ids"], batch["answers"])]
+        rollout = dm.rollout(prompts, n=es.k, seed=dm.eval_seed(es.name, batch_idx), temperature=es.temperature,
+                             top_p=es.top_p, top_k=es.top_k, max_new_tokens=es.max_new_tokens, logprobs=False)
+        rollout = rollout.to(self.device)
+        self._engine().sleep()  # as in training: vLLM frees the accelerator while the policy scores (no-op for HF)
+        self._eval_temperature = es.temperature
+        try:
+            logp, entropy = self._score_batch(self.policy, rollout, with_entropy=True)
+        finally:
+            self._eval_temperature = None
+        if es.name not in self.eval_metrics:
+            self.eval_metrics[es.name] = EvalMetrics(
+                es.k, es.ks, correct_threshold=self.hparams.correct_threshold).to(self.device)
+        self.eval_metrics[es.name].update(rollout, logp, entropy, torch.tensor(batch["valid"], dtype=torch.bool))
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``val/<set>/<metric>`` for every set (synced over ranks), print a table of the sets, reset."""
+        results: dict[str, dict[str, float]] = {}
+        for name, metrics in self.eval_metrics.items():
+            if metrics.accuracy.update_count == 0:
+                continue
+            values = metrics.compute()
+            self.log_dict({f"val/{name}/{key}": v.float() for key, v in values.items()}, add_dataloader_idx=False)
+            results[name] = {key: float(v) for key, v in values.items()}
+            self.last_eval[name] = {"metrics": results[name], "samples": metrics.samples}
+            metrics.reset()
+        if results and not self.trainer.sanity_checking:
+            ks = {name: self.eval_metrics[name].k for name in results}
+            questions = {name: int(values["questions"]) for name, values in results.items()}
+            when = f" at step {self.global_step}" if self.trainer.state.fn == "fit" else ""
+            self.print(f"\nvalidation{when}\n" + format_eval_table(results, ks, questions))
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

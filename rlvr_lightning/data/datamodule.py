@@ -14,7 +14,10 @@ Resume: ``state_dict()`` holds the step (and so the epoch and the position in th
 
 Distributed: with world size W, rank r takes prompts ``[r * P/W, (r+1) * P/W)`` of each step's P prompts (all
 ranks share one order); ``group_ids`` count the prompts of the local batch from 0. Validation prompts are split
-across ranks by index modulo W.
+across ranks by index modulo W (padded so that every rank has the same batches).
+
+Validation: one dataloader per benchmark set (:class:`~rlvr_lightning.data.evaluation.EvalSet`): ``val_files`` /
+``val_dataset`` make a set named ``"val"`` read with the training fields and template, ``eval_sets`` add more.
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from rlvr_lightning.data.collate import collate_samples, score_completions
 from rlvr_lightning.data.engines import HFEngine
+from rlvr_lightning.data.evaluation import EvalLoader, EvalSet, eval_batches, eval_seed, load_eval_set
 from rlvr_lightning.data.prompts import PromptRecord, format_prompts, load_records
 from rlvr_lightning.data.rewards import MathVerifyReward, resolve_reward
-from rlvr_lightning.data.types import RolloutBatch, RolloutEngine, SamplingConfig
+from rlvr_lightning.data.types import RolloutBatch, RolloutEngine, SamplingConfig, concat_batches
 
 __all__ = ["RolloutDataModule"]
 
@@ -62,7 +67,8 @@ class RolloutDataModule(pl.LightningDataModule):
         train_files: training prompt file(s): ``.jsonl``, ``.json`` (a list of objects) or ``.parquet``.
         train_dataset: a ``datasets`` name or a local dataset directory (instead of ``train_files``).
         train_split: the split of ``train_dataset``.
-        val_files: validation prompt file(s).
+        val_files: validation prompt file(s): an evaluation set named ``"val"`` with the training fields,
+            ``num_generations`` samples per question at temperature 1.0 and top-p 1.0.
         val_dataset: a ``datasets`` name or local directory for validation.
         val_split: the split of ``val_dataset``.
         prompt_field: the prompt's field (``a.b`` for nested); the prompt is a string or a list of chat messages.
@@ -85,7 +91,16 @@ class RolloutDataModule(pl.LightningDataModule):
         rewards: reward callables or import paths (None: ``[MathVerifyReward()]``); their scores are summed.
         reward_weights: one weight per reward (None: all 1).
         strict_rewards: re-raise a reward function's exception instead of scoring its batch 0.
+        zero_variance_groups: what to do with groups whose G responses all got the same reward (no signal):
+            ``"keep"`` them; ``"skip_batch"``: replace a batch in which every group (on every rank) has zero
+            variance by the next step's prompts; ``"resample"`` (DAPO's dynamic sampling): drop such groups and
+            generate the prompts of following steps until the batch has ``prompts_per_step`` groups with signal,
+            filling up with zero-variance groups if ``max_extra_rollouts`` is reached. Extra rollouts advance
+            ``step`` (the prompt stream), so resuming stays exact.
+        max_extra_rollouts: the most extra rollouts per training step for ``skip_batch`` / ``resample``.
         val_batch_size: questions per validation batch.
+        eval_sets: benchmark sets evaluated by ``validate`` and the periodic validation of ``fit``, one
+            dataloader each (after ``"val"`` when ``val_files`` is set).
         seed: seeds the prompt order and the sampling.
     """
 
@@ -117,7 +132,10 @@ class RolloutDataModule(pl.LightningDataModule):
         rewards: list[RewardSpec] | RewardSpec | None = None,
         reward_weights: list[float] | None = None,
         strict_rewards: bool = False,
+        zero_variance_groups: Literal["keep", "skip_batch", "resample"] = "keep",
+        max_extra_rollouts: int = 4,
         val_batch_size: int = 32,
+        eval_sets: list[EvalSet] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -130,6 +148,12 @@ class RolloutDataModule(pl.LightningDataModule):
         ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if zero_variance_groups not in ("keep", "skip_batch", "resample"):
+            raise ValueError(
+                f"zero_variance_groups must be 'keep', 'skip_batch' or 'resample', got {zero_variance_groups!r}"
+            )
+        if max_extra_rollouts < 0:
+            raise ValueError(f"max_extra_rollouts must be >= 0, got {max_extra_rollouts}")
         if overlong_prompts not in ("drop", "error"):
             raise ValueError(f"overlong_prompts must be 'drop' or 'error', got {overlong_prompts!r}")
         if temperature < 0 or not 0 < top_p <= 1:
@@ -169,13 +193,15 @@ class RolloutDataModule(pl.LightningDataModule):
             list(reward_weights) if reward_weights is not None else [1.0] * len(self.reward_fns)
         )
         self.strict_rewards = strict_rewards
+        self.zero_variance_groups, self.max_extra_rollouts = zero_variance_groups, max_extra_rollouts
         self.val_batch_size = val_batch_size
+        self.eval_sets = self._eval_sets(list(eval_sets or []))
         self.seed = seed
         self.step = 0  # training batches produced so far (over the whole run)
         self.num_dropped_prompts = 0
         self._tokenizer: Any = None
         self._train: list[PromptRecord] | None = None
-        self._val: list[PromptRecord] | None = None
+        self._eval: dict[str, list[PromptRecord]] = {}
         self._engine_ready = False
 
     # -- properties the LightningModule reads ----------------------------------------------------------------
@@ -209,11 +235,30 @@ class RolloutDataModule(pl.LightningDataModule):
 
     @property
     def val_prompts(self) -> list[PromptRecord]:
-        """The formatted validation prompts (empty without a validation source)."""
-        if self._val is None:
-            has = self.val_source["files"] is not None or self.val_source["dataset"] is not None
-            self._val = self._load(self.val_source) if has else []
-        return self._val
+        """The formatted prompts of the ``"val"`` set (empty without ``val_files`` / ``val_dataset``)."""
+        return self.eval_prompts("val") if "val" in self.eval_sets else []
+
+    def eval_prompts(self, name: str) -> list[PromptRecord]:
+        """The formatted questions of the evaluation set ``name`` (loaded on first use)."""
+        if name not in self._eval:
+            if name not in self.eval_sets:
+                raise KeyError(f"no eval set named {name!r}; sets: {sorted(self.eval_sets)}")
+            records, dropped = load_eval_set(
+                self.eval_sets[name],
+                self.tokenizer,
+                prompt_template=self.prompt_template,
+                chat_template=self.chat_template,
+                system_prompt=self.system_prompt,
+                max_prompt_length=self.max_prompt_length,
+                overlong_prompts=self.overlong_prompts,
+            )
+            self._warn_dropped(dropped, dropped + len(records), f"eval set {name!r}")
+            self._eval[name] = records
+        return self._eval[name]
+
+    def eval_seed(self, name: str, batch_idx: int) -> int:
+        """The engine seed of validation batch ``batch_idx`` of set ``name`` on this rank (the same every time)."""
+        return eval_seed(self.seed, name, batch_idx, self.world[1])
 
     @property
     def steps_per_epoch(self) -> int:
@@ -234,24 +279,26 @@ class RolloutDataModule(pl.LightningDataModule):
         if stage in (None, "fit"):
             _ = self.train_prompts
         if stage in (None, "fit", "validate"):
-            _ = self.val_prompts
+            for name in self.eval_sets:
+                self.eval_prompts(name)
 
     def train_dataloader(self) -> DataLoader:
         """An iterable of ``RolloutBatch`` over the rest of the current data epoch (made lazily, no workers)."""
         return DataLoader(_RolloutStream(self), batch_size=None, num_workers=0)
 
-    def val_dataloader(self) -> list[dict[str, list]]:
-        """This rank's validation questions in batches ``{"prompts", "prompt_ids", "answers"}`` (empty if none)."""
+    def val_dataloader(self) -> EvalLoader | list[EvalLoader]:
+        """One loader per evaluation set (the loader itself when there is one set; ``[]`` when none).
+
+        Each yields this rank's questions in batches ``{"set", "prompts", "prompt_ids", "answers", "valid"}``.
+        """
         world, rank = self.world
-        mine = self.val_prompts[rank::world]
-        return [
-            {
-                "prompts": [r.text for r in chunk],
-                "prompt_ids": [r.token_ids for r in chunk],
-                "answers": [r.answer for r in chunk],
-            }
-            for chunk in (mine[i : i + self.val_batch_size] for i in range(0, len(mine), self.val_batch_size))
-        ]
+        loaders = []
+        for name, es in self.eval_sets.items():
+            records = self.eval_prompts(name)
+            batches = eval_batches(name, records, batch_size=es.batch_size or self.val_batch_size,
+                                   world_size=world, rank=rank)
+            loaders.append(EvalLoader(es, batches, len(records)))
+        return loaders[0] if len(loaders) == 1 else loaders
 
     def state_dict(self) -> dict[str, Any]:
         """The position in the prompt stream (saved in Lightning checkpoints)."""
@@ -292,12 +339,67 @@ class RolloutDataModule(pl.LightningDataModule):
         return int(np.random.SeedSequence([self.seed, step, rank]).generate_state(1)[0] & 0x7FFFFFFF)
 
     def next_batch(self) -> RolloutBatch:
-        """Generate and score the next training batch (advances ``step``)."""
+        """Generate and score the next training batch (advances ``step``, by more than one when extra rollouts
+        replace groups or batches without reward variance, see ``zero_variance_groups``)."""
         self._ensure_ready()
-        prompts = self.step_prompts(self.step)
-        batch = self.rollout(prompts, seed=self.sampling_seed(self.step))
+        batch = self._rollout_next_step()
+        if self.zero_variance_groups == "skip_batch":
+            return self._skip_batches_without_signal(batch)
+        if self.zero_variance_groups == "resample":
+            return self._resample_groups_without_signal(batch)
+        return batch
+
+    def _rollout_next_step(self) -> RolloutBatch:
+        batch = self.rollout(self.step_prompts(self.step), seed=self.sampling_seed(self.step))
         self.step += 1
         return batch
+
+    def _skip_batches_without_signal(self, batch: RolloutBatch) -> RolloutBatch:
+        rounds: list[RolloutBatch] = []
+        while len(rounds) < self.max_extra_rollouts and self._global_count(len(_signal_groups(batch)), "sum") == 0:
+            rounds.append(batch)
+            batch = self._rollout_next_step()
+        batch.info = {
+            **_merge_info([*rounds, batch]),
+            "dynamic/extra_rollouts": float(len(rounds)),
+            "dynamic/dropped_groups": float(sum(_num_groups(b) for b in rounds)),
+            "dynamic/filled_groups": 0.0,
+        }
+        return batch
+
+    def _resample_groups_without_signal(self, batch: RolloutBatch) -> RolloutBatch:
+        need = self.prompts_per_step // self.world[0]
+        rounds = [batch]
+        found = len(_signal_groups(batch))
+        while self._global_count(found, "min") < need and len(rounds) <= self.max_extra_rollouts:
+            rounds.append(self._rollout_next_step())
+            found += len(_signal_groups(rounds[-1]))
+        pieces = [(b, g) for b in rounds for g in _signal_groups(b)][:need]
+        with_signal = set(_signal_groups(batch))
+        flat = [(batch, g) for g in _group_list(batch) if g not in with_signal]
+        filled = flat[: need - len(pieces)]
+        parts = []
+        for k, (b, g) in enumerate(pieces + filled):
+            part = b.select(torch.nonzero(b.group_ids == g).flatten())
+            part.group_ids = torch.full_like(part.group_ids, k)
+            part.info = {}
+            parts.append(part)
+        out = concat_batches(parts)
+        out.info = {
+            **_merge_info(rounds),
+            "dynamic/extra_rollouts": float(len(rounds) - 1),
+            "dynamic/dropped_groups": float(sum(_num_groups(b) for b in rounds) - len(pieces)),
+            "dynamic/filled_groups": float(len(filled)),
+        }
+        return out
+
+    def _global_count(self, value: int, op: str) -> int:
+        """``value`` summed (``"sum"``) or minimized (``"min"``) over ranks, so that every rank decides alike."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size == 1:
+            return value
+        gathered = trainer.strategy.all_gather(torch.tensor([value], device=trainer.strategy.root_device))
+        return int(gathered.sum() if op == "sum" else gathered.min())
 
     def rollout(
         self,
@@ -407,14 +509,64 @@ class RolloutDataModule(pl.LightningDataModule):
             max_prompt_length=self.max_prompt_length,
             overlong_prompts=self.overlong_prompts,
         )
+        self._warn_dropped(dropped, len(records))
+        return kept
+
+    def _warn_dropped(self, dropped: int, total: int, what: str = "") -> None:
         if dropped:
             self.num_dropped_prompts += dropped
             warnings.warn(
-                f"dropped {dropped} of {len(records)} prompts longer than "
+                f"{what + ': ' if what else ''}dropped {dropped} of {total} prompts longer than "
                 f"max_prompt_length={self.max_prompt_length} tokens"
             )
-        if not kept:
+        if dropped == total:
             raise ValueError(
-                f"no prompts left after dropping those over max_prompt_length={self.max_prompt_length}"
+                f"{what + ': ' if what else ''}no prompts left after dropping those over "
+                f"max_prompt_length={self.max_prompt_length}"
             )
-        return kept
+
+    def _eval_sets(self, extra: list[EvalSet]) -> dict[str, EvalSet]:
+        """The evaluation sets by name: ``"val"`` from ``val_files`` / ``val_dataset`` first, then ``extra``."""
+        sets: dict[str, EvalSet] = {}
+        src = self.val_source
+        if src["files"] is not None or src["dataset"] is not None:
+            sets["val"] = EvalSet(
+                name="val", files=src["files"], dataset=src["dataset"],
+                split=src["split"], prompt_field=self.prompt_field, answer_field=self.answer_field,
+                k=self.num_generations,
+            )
+        for es in extra:
+            if not isinstance(es, EvalSet):
+                raise TypeError(f"eval_sets entries must be EvalSet, got {type(es).__name__}")
+            if es.name in sets:
+                reason = " (the name of the val_files set)" if es.name == "val" else ""
+                raise ValueError(f"eval_sets: duplicate set name {es.name!r}{reason}")
+            sets[es.name] = es
+        return sets
+
+
+def _group_list(batch: RolloutBatch) -> list[int]:
+    return [int(g) for g in torch.unique(batch.group_ids)]
+
+
+def _num_groups(batch: RolloutBatch) -> int:
+    return len(_group_list(batch))
+
+
+def _signal_groups(batch: RolloutBatch) -> list[int]:
+    """Ids of the groups whose scores are not all equal (the ones with a non-zero advantage), in order."""
+    out = []
+    for g in _group_list(batch):
+        s = batch.scores[batch.group_ids == g]
+        if bool(s.max() > s.min()):
+            out.append(g)
+    return out
+
+
+def _merge_info(batches: list[RolloutBatch]) -> dict[str, float]:
+    """Counters and timings of several rollouts summed; per-reward means (``.../mean``) averaged."""
+    info: dict[str, float] = {}
+    for b in batches:
+        for k, v in (b.info or {}).items():
+            info[k] = info.get(k, 0.0) + float(v)
+    return {k: v / len(batches) if k.endswith("/mean") else v for k, v in info.items()}

@@ -180,7 +180,9 @@ def test_validation_batches_and_overlong(tmp_path, tokenizer_dir, tiny_model, ar
     assert [b["answers"] for b in batches] == [["3", "4"], ["10"]]
     assert batches[0]["prompts"] == ["1+2=", "2+2="] and len(batches[0]["prompt_ids"][0]) == 4
     dm.trainer = SimpleNamespace(world_size=2, global_rank=1)
-    assert [b["answers"] for b in dm.val_dataloader()] == [["4"]]
+    # ranks get equally many questions (a sharded forward needs every rank): rank 1 repeats one, marked invalid
+    rank1 = list(dm.val_dataloader())
+    assert [b["answers"] for b in rank1] == [["4", "4"]] and rank1[0]["valid"] == [True, False]
 
 
 def test_cli_signature_parses(tokenizer_dir):

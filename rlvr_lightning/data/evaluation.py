@@ -1,0 +1,416 @@
+"""Benchmark sets for evaluation: what to load (AIME, MATH500, AMC, Minerva, ...) and how to sample it.
+
+An :class:`EvalSet` names a benchmark, where its questions are (local JSONL / JSON / Parquet files or a
+``datasets`` source, with configurable, possibly nested, field names) and how it is evaluated: ``k`` samples per
+question at temperature 1.0 and top-p 1.0 by default (the paper's Avg@64 / Pass@64 setting with ``k: 64``). The
+``RolloutDataModule`` turns each set into one validation dataloader of question batches (:func:`eval_batches`);
+``RLVRModule.validation_step`` samples and scores them, and :class:`EvalMetrics` measures them: Avg@k, Pass@k,
+Maj@k, token entropy, diversity and calibration, as torchmetrics sum states (exact over batches and ranks).
+:func:`format_eval_table` prints the results, one row per set. Shapes: P questions, k samples per question,
+B = P * k responses, T response tokens.
+
+Usual shapes of the public benchmark files (set the fields accordingly)::
+
+    MATH500   {"problem": ..., "answer": ..., "solution": ...}     prompt_field: problem
+    AIME      {"problem": ..., "answer": ...} or {"question": ..., "answer": ...}
+    AMC       {"problem": ..., "answer": 42.0}                      numbers become strings ("42.0")
+    Minerva   {"problem": ..., "solution": ...}                     answer_field: solution (math-verify
+                                                                    extracts the boxed answer from it)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchmetrics.aggregation import MeanMetric, SumMetric
+
+from rlvr_lightning.data.prompts import PromptRecord, format_prompts, load_records
+from rlvr_lightning.data.types import RolloutBatch
+from rlvr_lightning.functional.accuracy import group_counts, maj_at_k
+from rlvr_lightning.functional.calibration import sequence_confidence
+from rlvr_lightning.functional.diversity import answer_classes
+from rlvr_lightning.metrics import (
+    BrierScore,
+    CalibrationError,
+    ConfidenceAUROC,
+    PassAtK,
+    ResponseDiversity,
+    TokenEntropy,
+)
+
+__all__ = [
+    "EvalLoader",
+    "EvalMetrics",
+    "EvalSet",
+    "eval_batches",
+    "eval_seed",
+    "format_eval_table",
+    "load_eval_set",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+@dataclass
+class EvalSet:
+    """One benchmark set and its evaluation settings.
+
+    Args:
+        name: short name used in metric keys (``val/<name>/pass@<k>``): letters, digits, ``_`` and ``-``.
+        files: local file(s) (``.jsonl``, ``.json`` list of objects, ``.parquet``).
+        dataset: a ``datasets`` name or local dataset directory (instead of ``files``).
+        split: the split of ``dataset``.
+        prompt_field: the question's field (``a.b`` for nested fields).
+        answer_field: the reference answer's field.
+        prompt_template: ``str.format`` template of the user text over the record's fields (``{prompt}`` is the
+            question), e.g. ``"{prompt}\\nPut the final answer in \\\\boxed{{}}."``; None: the DataModule's
+            ``prompt_template``.
+        k: samples per question, the k of Avg@k and Maj@k (the paper: 64).
+        pass_ks: the k values of Pass@k, each ``1 <= k' <= k`` (None: ``[1, k]``).
+        temperature: sampling temperature (the paper: 1.0; 0 is greedy).
+        top_p: nucleus mass (the paper: 1.0).
+        top_k: top-k (``-1``: off).
+        max_new_tokens: response length cap (None: the DataModule's ``max_new_tokens``).
+        limit: evaluate only the first ``limit`` questions (None: all).
+        batch_size: questions per validation batch (None: the DataModule's ``val_batch_size``).
+    """
+
+    name: str
+    files: str | list[str] | None = None
+    dataset: str | None = None
+    split: str = "test"
+    prompt_field: str = "problem"
+    answer_field: str = "answer"
+    prompt_template: str | None = None
+    k: int = 4
+    pass_ks: list[int] | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_new_tokens: int | None = None
+    limit: int | None = None
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        where = f"eval set {self.name!r}"
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ValueError(
+                f"eval set name must match [A-Za-z0-9_-]+ (it is part of metric keys), got {self.name!r}"
+            )
+        if (self.files is None) == (self.dataset is None):
+            raise ValueError(
+                f"{where}: give exactly one of files or dataset (val_files or val_dataset for 'val')"
+            )
+        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
+            raise ValueError(f"{where}: k (samples per question) must be an integer >= 1, got {self.k!r}")
+        for kk in self.ks:
+            if not isinstance(kk, int) or isinstance(kk, bool) or kk < 1:
+                raise ValueError(f"{where}: pass_ks must hold integers >= 1, got {self.pass_ks!r}")
+            if kk > self.k:
+                raise ValueError(
+                    f"{where}: Pass@k with k={kk} needs at least k samples per question, but n=k={self.k} "
+                    f"(need 1 <= k <= n; raise k or drop {kk} from pass_ks)"
+                )
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(
+                f"{where}: need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}"
+            )
+        for field_name in ("max_new_tokens", "limit", "batch_size"):
+            value = getattr(self, field_name)
+            if value is not None and value < 1:
+                raise ValueError(f"{where}: {field_name} must be >= 1 or null, got {value}")
+
+    @property
+    def ks(self) -> tuple[int, ...]:
+        """The sorted, distinct k values of Pass@k."""
+        return tuple(sorted(set([1, self.k] if self.pass_ks is None else self.pass_ks)))
+
+
+def load_eval_set(
+    eval_set: EvalSet,
+    tokenizer: Any,
+    *,
+    prompt_template: str | None = None,
+    chat_template: bool | None = None,
+    system_prompt: str | None = None,
+    max_prompt_length: int | None = None,
+    overlong_prompts: Literal["drop", "error"] = "drop",
+) -> tuple[list[PromptRecord], int]:
+    """Read, cut to ``limit`` and format the questions of ``eval_set``.
+
+    Args:
+        eval_set: the set.
+        tokenizer: a Hugging Face tokenizer.
+        prompt_template: the template used when the set has none.
+        chat_template, system_prompt, max_prompt_length, overlong_prompts: as in :func:`format_prompts`.
+
+    Returns:
+        ``(formatted records, number dropped for length)``.
+    """
+    try:
+        records = load_records(
+            eval_set.files,
+            dataset=eval_set.dataset,
+            split=eval_set.split,
+            prompt_field=eval_set.prompt_field,
+            answer_field=eval_set.answer_field,
+        )
+    except ValueError as e:
+        raise type(e)(f"eval set {eval_set.name!r}: {e}") from None
+    if eval_set.limit is not None:
+        records = records[: eval_set.limit]
+    template = eval_set.prompt_template if eval_set.prompt_template is not None else prompt_template
+    return format_prompts(
+        records,
+        tokenizer,
+        prompt_template=template,
+        chat_template=chat_template,
+        system_prompt=system_prompt,
+        max_prompt_length=max_prompt_length,
+        overlong_prompts=overlong_prompts,
+    )
+
+
+def eval_batches(
+    name: str, records: list[PromptRecord], *, batch_size: int, world_size: int = 1, rank: int = 0
+) -> list[dict[str, Any]]:
+    """This rank's questions of one set in batches ``{"set", "prompts", "prompt_ids", "answers", "valid"}``.
+
+    Questions are dealt to ranks by index modulo ``world_size``. With several ranks every rank gets the same
+    number of questions (and so the same batches, which sharded models need: each forward is collective): a
+    rank short of questions repeats its first one (or the set's first) with ``valid`` False, and the evaluation
+    leaves those out.
+
+    Args:
+        name: the set's name.
+        records: the formatted questions.
+        batch_size: questions per batch.
+        world_size: number of ranks.
+        rank: this rank.
+    """
+    mine = records[rank::world_size]
+    valid = [True] * len(mine)
+    if world_size > 1:
+        per_rank = -(-len(records) // world_size)
+        filler = mine[0] if mine else records[0]
+        mine = mine + [filler] * (per_rank - len(mine))
+        valid = valid + [False] * (per_rank - len(valid))
+    out = []
+    for i in range(0, len(mine), batch_size):
+        chunk = mine[i : i + batch_size]
+        out.append(
+            {
+                "set": name,
+                "prompts": [r.text for r in chunk],
+                "prompt_ids": [r.token_ids for r in chunk],
+                "answers": [r.answer for r in chunk],
+                "valid": valid[i : i + batch_size],
+            }
+        )
+    return out
+
+
+class EvalLoader(Sequence):
+    """The validation batches of one set: a sized iterable that Lightning takes as one dataloader.
+
+    (A plain list would be read by Lightning as a collection of dataloaders.)
+
+    Attributes:
+        eval_set: the set.
+        num_questions: questions of the set on all ranks (padding excluded).
+    """
+
+    def __init__(self, eval_set: EvalSet, batches: list[dict[str, Any]], num_questions: int) -> None:
+        self.eval_set = eval_set
+        self.batches = batches
+        self.num_questions = num_questions
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.batches[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.batches)
+
+    def __repr__(self) -> str:
+        return f"EvalLoader({self.eval_set.name!r}, {len(self.batches)} batches)"
+
+
+def eval_seed(seed: int, name: str, batch_idx: int, rank: int = 0) -> int:
+    """The engine seed of one validation batch: fixed across validations, so checkpoints see the same draws."""
+    words = [seed, zlib.crc32(name.encode()), batch_idx, rank]
+    return int(np.random.SeedSequence(words).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+class EvalMetrics(nn.Module):
+    """The metrics of one evaluation set, fed with scored samples, k per question.
+
+    ``compute()`` returns, as float64 scalars averaged over the questions (or responses, or tokens) of every
+    update on every rank: ``avg@<k>`` (mean correctness), ``pass@<k'>`` for each k' in ``ks`` (unbiased
+    estimator), ``maj@<k>`` (majority vote over math-verify answer classes), ``entropy`` (mean token entropy),
+    ``distinct_1``, ``distinct_2``, ``self_bleu`` (per question, averaged), ``distinct_answers`` (answer classes
+    per question), ``ece``, ``brier``, ``auroc`` (sequence confidence vs correctness), ``response_length`` and
+    ``questions`` (the number evaluated). ``samples`` keeps this rank's per-question results (prompt, answer, scores, correctness, answer classes)
+    since the last :meth:`reset`.
+
+    Args:
+        k: samples per question.
+        ks: the k values of Pass@k.
+        correct_threshold: a response whose score reaches this is correct.
+        confidence: how a response's confidence comes from its log-probs (see ``sequence_confidence``).
+        n_bins: bins of the expected calibration error.
+    """
+
+    def __init__(
+        self,
+        k: int,
+        ks: tuple[int, ...] = (1,),
+        *,
+        correct_threshold: float = 0.5,
+        confidence: Literal["mean_logprob", "sum_logprob", "min_prob"] = "mean_logprob",
+        n_bins: int = 15,
+    ) -> None:
+        super().__init__()
+        if any(kk > k for kk in ks):
+            raise ValueError(f"Pass@k needs 1 <= k <= n; got ks={tuple(ks)} with n={k} samples per question")
+        self.k, self.ks = k, tuple(ks)
+        self.correct_threshold, self.confidence = correct_threshold, confidence
+        self.accuracy = PassAtK(ks=self.ks, majority=True)
+        self.entropy = TokenEntropy()
+        self.diversity = ResponseDiversity(ngrams=(1, 2), self_bleu=True, answers=False)
+        self.ece = CalibrationError(n_bins=n_bins)
+        self.brier = BrierScore()
+        self.auroc = ConfidenceAUROC()
+        self.distinct_answers = MeanMetric()
+        self.response_length = MeanMetric()
+        self.questions = SumMetric()
+        self.samples: list[dict[str, Any]] = []
+
+    def update(self, batch: RolloutBatch, logp: Tensor, entropy: Tensor, valid: Tensor | None = None) -> None:
+        """Add the scored samples of P questions.
+
+        Args:
+            batch: B = P * k responses; ``group_ids`` in ``[0, P)`` give each response's question.
+            logp: log-prob of each response token under the evaluated policy, shape ``(B, T)``.
+            entropy: the policy's entropy at each response token, shape ``(B, T)``.
+            valid: which questions count, shape ``(P,)`` (None: all; padding questions are False).
+        """
+        gid = batch.group_ids.long()
+        num_q = int(gid.max()) + 1 if len(batch) else 0
+        n, _ = group_counts(torch.ones_like(gid), gid)
+        if len(n) != num_q or bool((n != self.k).any()):
+            raise ValueError(
+                f"EvalMetrics(k={self.k}) needs exactly {self.k} responses for each question 0..P-1, "
+                f"got counts {n.tolist()}"
+            )
+        mask = batch.response_mask
+        correct = batch.scores >= self.correct_threshold  # (B,)
+        order = torch.argsort(gid.cpu(), stable=True).view(num_q, self.k)  # (P, k) response indices
+        correct_pk = correct.cpu()[order]
+        answer_ids = torch.stack(
+            [answer_classes([batch.completions[int(i)] for i in row]) for row in order]
+        )  # (P, k)
+        maj = maj_at_k(answer_ids, correct_pk)
+        q_ok = torch.ones(num_q, dtype=torch.bool) if valid is None else valid.bool().cpu()
+        r_ok = q_ok[gid.cpu()].to(mask.device)  # (B,)
+        n_q, c_q = group_counts(correct_pk.flatten().long(), torch.arange(num_q).repeat_interleave(self.k))
+        self.accuracy.update(n_q[q_ok], c_q[q_ok], maj[q_ok])
+        self.entropy.update(entropy[r_ok], mask[r_ok])
+        conf = sequence_confidence(logp[r_ok], mask[r_ok], kind=self.confidence)
+        self.ece.update(conf, correct[r_ok])
+        self.brier.update(conf, correct[r_ok])
+        self.auroc.update(conf, correct[r_ok])
+        kept = r_ok.nonzero().flatten().tolist()
+        self.diversity.update(
+            [batch.completions[i] for i in kept], gid[r_ok], batch.response_ids[r_ok], mask[r_ok]
+        )
+        classes = (answer_ids.amax(-1) + 1).clamp(min=0).to(torch.float64)[q_ok]
+        self.distinct_answers.update(classes, weight=torch.ones_like(classes))
+        lengths = mask[r_ok].sum(-1).to(torch.float64)
+        self.response_length.update(lengths, weight=torch.ones_like(lengths))
+        self.questions.update(q_ok.sum().to(torch.float64))
+        scores = batch.scores.detach().cpu().tolist()
+        for q in q_ok.nonzero().flatten().tolist():
+            idx = order[q].tolist()
+            self.samples.append(
+                {
+                    "prompt": batch.prompts[idx[0]] if batch.prompts else "",
+                    "answer": batch.answers[idx[0]] if batch.answers else "",
+                    "scores": [scores[i] for i in idx],
+                    "correct": correct_pk[q].tolist(),
+                    "answer_ids": answer_ids[q].tolist(),
+                }
+            )
+
+    def compute(self) -> dict[str, Tensor]:
+        """The set's metrics (keys in the class docstring), synced over ranks."""
+        acc = self.accuracy.compute()
+        out = {f"avg@{self.k}": acc["avg"]}
+        out.update({f"pass@{kk}": acc[f"pass@{kk}"] for kk in self.ks})
+        out[f"maj@{self.k}"] = acc["maj"]
+        out["entropy"] = self.entropy.compute()["all"]
+        div = self.diversity.compute()
+        out.update({key: div[key] for key in ("distinct_1", "distinct_2", "self_bleu")})
+        out["distinct_answers"] = self.distinct_answers.compute()
+        out["ece"] = self.ece.compute()
+        out["brier"] = self.brier.compute()
+        out["auroc"] = self.auroc.compute()
+        out["response_length"] = self.response_length.compute()
+        out["questions"] = self.questions.compute()
+        return {key: v.detach().to(torch.float64) for key, v in out.items()}
+
+    def reset(self) -> None:
+        """Clear every metric and the kept samples."""
+        for m in self.children():
+            m.reset()
+        self.samples = []
+
+
+_COLUMNS = (
+    ("avg@{k}", "Avg@k"),
+    ("pass@{k}", "Pass@k"),
+    ("maj@{k}", "Maj@k"),
+    ("entropy", "entropy"),
+    ("distinct_2", "distinct-2"),
+    ("self_bleu", "self-BLEU"),
+    ("ece", "ECE"),
+    ("auroc", "AUROC"),
+)
+
+
+def format_eval_table(
+    results: dict[str, dict[str, float]], ks: dict[str, int], questions: dict[str, int]
+) -> str:
+    """A plain-text table, one row per set: questions, k, Avg@k, Pass@k, Maj@k, entropy, diversity, calibration.
+
+    Args:
+        results: per set, metric values keyed as logged without the ``val/<set>/`` prefix (``"avg@4"``, ...).
+        ks: per set, its k.
+        questions: per set, the number of questions evaluated.
+    """
+    header = ["set", "questions", "k"] + [title for _, title in _COLUMNS]
+    rows = [header]
+    for name, values in results.items():
+        k = ks[name]
+        cells = [name, str(questions.get(name, "")), str(k)]
+        for key, _ in _COLUMNS:
+            v = values.get(key.format(k=k))
+            cells.append("-" if v is None or math.isnan(v) else f"{v:.4f}")
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
