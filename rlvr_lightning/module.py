@@ -480,11 +480,12 @@ class RLVRModule(LightningModule):
             logs["gpu/peak_memory_gib"] = torch.tensor(torch.cuda.max_memory_allocated(self.device) / 2**30)
         n_generated = self._global_sum(mask.sum().float())
         logs["throughput/tokens_per_s"] = n_generated / max(timings["time/step"], 1e-9)
-        bar = {"reward", "entropy"}
+        # per-rank values (rewards, lengths) are averaged over ranks, which hold equally many sequences
+        sync = self.trainer.world_size > 1
         for k, v in logs.items():
             self.log(k, v.float() if isinstance(v, Tensor) else v, on_step=True, on_epoch=False,
-                     prog_bar=k.split("/")[-1] in bar or k == "train/reward_mean",
-                     batch_size=len(batch), sync_dist=False)
+                     prog_bar=k in ("train/reward_mean", "train/entropy"), batch_size=len(batch), sync_dist=sync,
+                     reduce_fx="max" if k.endswith(("_max", "peak_memory_gib")) else "mean")
 
     # ------------------------------------------------------------------ evaluation
     def on_validation_start(self) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -102,6 +102,9 @@ class RolloutDataModule(pl.LightningDataModule):
         eval_sets: benchmark sets evaluated by ``validate`` and the periodic validation of ``fit``, one
             dataloader each (after ``"val"`` when ``val_files`` is set).
         seed: seeds the prompt order and the sampling.
+        seed_per_prompt: give every prompt of a step its own sampling seed, from its position in the step over
+            all ranks: rollouts then do not depend on the number of ranks or how prompts are batched (the HF
+            engine then generates prompt by prompt, which is slower).
     """
 
     def __init__(
@@ -137,6 +140,7 @@ class RolloutDataModule(pl.LightningDataModule):
         val_batch_size: int = 32,
         eval_sets: list[EvalSet] | None = None,
         seed: int = 0,
+        seed_per_prompt: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -197,6 +201,7 @@ class RolloutDataModule(pl.LightningDataModule):
         self.val_batch_size = val_batch_size
         self.eval_sets = self._eval_sets(list(eval_sets or []))
         self.seed = seed
+        self.seed_per_prompt = seed_per_prompt
         self.step = 0  # training batches produced so far (over the whole run)
         self.num_dropped_prompts = 0
         self._tokenizer: Any = None
@@ -333,10 +338,14 @@ class RolloutDataModule(pl.LightningDataModule):
         local = self.prompts_per_step // world
         return [self.train_prompts[int(i)] for i in ids[rank * local : (rank + 1) * local]]
 
-    def sampling_seed(self, step: int) -> int:
-        """The engine seed of training step ``step`` on this rank."""
-        _, rank = self.world
-        return int(np.random.SeedSequence([self.seed, step, rank]).generate_state(1)[0] & 0x7FFFFFFF)
+    def sampling_seed(self, step: int) -> int | list[int]:
+        """The engine seed of training step ``step`` on this rank; with ``seed_per_prompt``, one seed per prompt
+        derived from the prompt's position in the step over all ranks (so rollouts do not depend on world size)."""
+        world, rank = self.world
+        if self.seed_per_prompt:
+            local = self.prompts_per_step // world
+            return [_mix_seed(self.seed, step, rank * local + j, 1) for j in range(local)]
+        return _mix_seed(self.seed, step, rank)
 
     def next_batch(self) -> RolloutBatch:
         """Generate and score the next training batch (advances ``step``, by more than one when extra rollouts
@@ -406,7 +415,7 @@ class RolloutDataModule(pl.LightningDataModule):
         prompts: list[PromptRecord] | list[dict[str, Any]],
         n: int | None = None,
         *,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
         top_k: int | None = None,
@@ -543,6 +552,11 @@ class RolloutDataModule(pl.LightningDataModule):
                 raise ValueError(f"eval_sets: duplicate set name {es.name!r}{reason}")
             sets[es.name] = es
         return sets
+
+
+def _mix_seed(*values: int) -> int:
+    """A 31-bit seed mixed from ``values`` (NumPy's SeedSequence)."""
+    return int(np.random.SeedSequence(list(values)).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def _group_list(batch: RolloutBatch) -> list[int]:
