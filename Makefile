@@ -13,9 +13,9 @@ install:
 test:
 	$(PY) -m pytest -q -m "not vllm" rlvr_lightning tests
 
-demo:
-	$(PY) scripts/prepare_demo_model.py
-	.venv/bin/rlvr fit --config configs/demo.yaml
+demo:  # both cores
+	OMP_NUM_THREADS=2 $(PY) scripts/prepare_demo_model.py
+	OMP_NUM_THREADS=2 .venv/bin/rlvr fit --config configs/demo.yaml
 
 bench:
 	$(PY) benchmarks/logprob_entropy.py

@@ -190,7 +190,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "demo-model")
     parser.add_argument("--base", type=Path, default=ROOT / "assets" / "tiny-qwen2")
     parser.add_argument("--data", type=Path, default=ROOT / "assets" / "arithmetic")
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)

@@ -6,6 +6,7 @@ Shapes: P prompts, B sequences, Tp prompt tokens, T response tokens.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,8 +38,9 @@ def score_completions(
 ) -> tuple[list[float], dict[str, float]]:
     """The weighted sum of every reward function's scores, with counters for logging.
 
-    A reward function that raises (or returns the wrong number of values) scores the whole batch 0 and counts in
-    ``reward/errors``, unless ``strict``. A function gets ``prompts=`` when its signature accepts it. Counters a
+    A reward function that raises (or returns the wrong number of values) scores the whole batch 0, counts in
+    ``reward/errors`` and warns with the exception, unless ``strict``; a NaN or infinite score becomes 0 and counts
+    in ``reward/nonfinite``. A function gets ``prompts=`` when its signature accepts it. Counters a
     function leaves in ``last_stats`` are reported as ``reward/<name>/<key>``; ``timeouts`` and ``unparsed`` are
     also summed into ``reward/timeouts`` and ``reward/unparsed``.
 
@@ -56,11 +58,19 @@ def score_completions(
                 raise ValueError(
                     f"reward {name} returned shape {values.shape}, expected ({len(completions)},)"
                 )
-        except Exception:
+        except Exception as err:
             if strict:
                 raise
+            warnings.warn(f"reward {name} raised {type(err).__name__}: {err}; its scores for this batch are 0 "
+                          f"(data.strict_rewards=true stops the run instead)", RuntimeWarning, stacklevel=2)
             info["reward/errors"] += 1.0
             values = np.zeros(len(completions))
+        bad = ~np.isfinite(values)
+        if bad.any():  # a NaN or infinite score would poison the advantages of its whole group
+            if strict:
+                raise ValueError(f"reward {name} returned {int(bad.sum())} non-finite scores")
+            info["reward/nonfinite"] = info.get("reward/nonfinite", 0.0) + float(bad.sum())
+            values = np.where(bad, 0.0, values)
         stats = getattr(fn, "last_stats", None) or {}
         for k, v in stats.items():
             info[f"reward/{name}/{k}"] = float(v)

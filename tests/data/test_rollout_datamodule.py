@@ -90,7 +90,8 @@ def test_reward_errors_caught_or_strict(tokenizer_dir, tiny_model, arithmetic_js
         arithmetic_jsonl,
         rewards=[broken, "rlvr_lightning.rewards.ExactMatchReward"],
     )
-    batch = dm.next_batch()
+    with pytest.warns(RuntimeWarning, match="reward broken raised RuntimeError: boom"):
+        batch = dm.next_batch()
     assert batch.info["reward/errors"] == 1
     assert batch.scores.tolist() == ExactMatchReward()(batch.completions, batch.answers)
     dm = make_dm(tokenizer_dir, tiny_model, arithmetic_jsonl, rewards=[broken], strict_rewards=True)
@@ -205,3 +206,16 @@ def test_cli_signature_parses(tokenizer_dir):
     assert isinstance(dm.reward_fns[0], ExactMatchReward)
     with pytest.raises(ArgumentError, match="overlong_prompts"):
         parser.parse_object({"data": {"tokenizer": "x", "overlong_prompts": "skip"}})
+
+
+def test_non_finite_reward_scores_become_zero_and_are_counted(tokenizer_dir, tiny_model, arithmetic_jsonl):
+    def half_nan(completions, answers, **kw):
+        return [float("nan") if i % 2 else 1.0 for i in range(len(completions))]
+
+    dm = make_dm(tokenizer_dir, tiny_model, arithmetic_jsonl, rewards=[half_nan])
+    batch = dm.next_batch()
+    assert batch.scores.tolist() == [0.0 if i % 2 else 1.0 for i in range(len(batch))]
+    assert batch.info["reward/nonfinite"] == len(batch) // 2
+    dm = make_dm(tokenizer_dir, tiny_model, arithmetic_jsonl, rewards=[half_nan], strict_rewards=True)
+    with pytest.raises(ValueError, match="non-finite"):
+        dm.next_batch()
