@@ -512,13 +512,16 @@ class RLVRModule(LightningModule):
         self.eval_metrics[es.name].update(rollout, logp, entropy, torch.tensor(batch["valid"], dtype=torch.bool))
 
     def on_validation_epoch_end(self) -> None:
-        """Log ``val/<set>/<metric>`` for every set (synced over ranks), print a table of the sets, reset."""
+        """Log ``val/<set>/<metric>`` (``test/...`` under ``rlvr test``) for every set (synced over ranks), print a
+        table of the sets, reset."""
+        prefix = "test" if self.trainer.testing else "val"
         results: dict[str, dict[str, float]] = {}
         for name, metrics in self.eval_metrics.items():
             if metrics.accuracy.update_count == 0:
                 continue
             values = metrics.compute()
-            self.log_dict({f"val/{name}/{key}": v.float() for key, v in values.items()}, add_dataloader_idx=False)
+            self.log_dict({f"{prefix}/{name}/{key}": v.float() for key, v in values.items()},
+                          add_dataloader_idx=False)
             results[name] = {key: float(v) for key, v in values.items()}
             self.last_eval[name] = {"metrics": results[name], "samples": metrics.samples}
             metrics.reset()
@@ -526,7 +529,13 @@ class RLVRModule(LightningModule):
             ks = {name: self.eval_metrics[name].k for name in results}
             questions = {name: int(values["questions"]) for name, values in results.items()}
             when = f" at step {self.global_step}" if self.trainer.state.fn == "fit" else ""
-            self.print(f"\nvalidation{when}\n" + format_eval_table(results, ks, questions))
+            title = "test" if prefix == "test" else "validation"
+            self.print(f"\n{title}{when}\n" + format_eval_table(results, ks, questions))
+
+    # `rlvr test` evaluates the same benchmark sets as `rlvr validate`, logged under test/
+    on_test_start = on_validation_start
+    test_step = validation_step
+    on_test_epoch_end = on_validation_epoch_end
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

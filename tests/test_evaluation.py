@@ -392,3 +392,11 @@ def test_validation_during_fit_logs_val_keys(tmp_path, capsys):
     assert len(val_rows) == 2  # after each of the two rollout batches
     assert "\nvalidation at step 2\n" in capsys.readouterr().out
     assert all(r["train/loss"] == "" for r in val_rows) and any(r["train/loss"] for r in rows)
+
+
+def test_rlvr_test_evaluates_the_same_sets_under_test_keys(tmp_path, capsys):
+    val = _cli(tmp_path, "validate", "--data.eval_sets", TWO_SETS).trainer.callback_metrics
+    test = _cli(tmp_path, "test", "--data.eval_sets", TWO_SETS).trainer.callback_metrics
+    assert "\ntest\n" in capsys.readouterr().out
+    keys = [k for k in val if k.startswith("val/")]
+    assert keys and all(float(test["test/" + k[4:]]) == float(val[k]) for k in keys)

@@ -305,6 +305,10 @@ class RolloutDataModule(pl.LightningDataModule):
             loaders.append(EvalLoader(es, batches, len(records)))
         return loaders[0] if len(loaders) == 1 else loaders
 
+    def test_dataloader(self) -> EvalLoader | list[EvalLoader]:
+        """The evaluation sets again, for ``rlvr test`` (see :meth:`val_dataloader`)."""
+        return self.val_dataloader()
+
     def state_dict(self) -> dict[str, Any]:
         """The position in the prompt stream (saved in Lightning checkpoints)."""
         return {
