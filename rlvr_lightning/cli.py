@@ -101,6 +101,7 @@ def cli_main(args: list[str] | None = None) -> RLVRCLI:
     """Run ``rlvr fit|validate|test ...`` in this process and return the CLI (its ``model``, ``trainer``)."""
     warnings.filterwarnings("ignore", message=".*`dataloader_iter` argument in the `training_step`.*")
     warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
+    warnings.filterwarnings("ignore", message=".*LightningCLI.s args parameter is intended.*")
     return RLVRCLI(
         RLVRModule,
         RolloutDataModule,

@@ -163,6 +163,17 @@ def test_seeded_samples_are_reproducible(engine, prompt_ids):
     assert all(s.logprobs is None for g in first for s in g)
 
 
+def test_per_prompt_seeds_do_not_depend_on_the_other_prompts(engine, prompt_ids):
+    sampling = SamplingConfig(n=3, temperature=1.0, max_new_tokens=12)
+    seeds = [7 + i for i in range(len(prompt_ids))]
+    together = engine.generate(prompt_ids, sampling, seed=seeds)
+    apart = [engine.generate([p], sampling, seed=[s])[0] for p, s in zip(prompt_ids, seeds)]
+    tokens = lambda groups: [[s.token_ids for s in g] for g in groups]
+    assert tokens(together) == tokens(apart)
+    with pytest.raises(ValueError, match="seeds for"):
+        engine.generate(prompt_ids, sampling, seed=seeds[:-1])
+
+
 class _Wrapped(nn.Module):
     """Adds a ``module.`` prefix to every parameter name, as DDP-style wrappers do."""
 
