@@ -85,8 +85,10 @@ class RLVRModule(LightningModule):
         num_mini_batches: optimizer steps per pass; ``ppo_epochs * num_mini_batches`` is the paper's N.
         micro_batch_size: sequences per forward/backward (gradient accumulation); None: a whole mini-batch.
         max_grad_norm: gradient-norm clipping threshold (None: no clipping, the norm is still logged).
-        tis_cap: truncated importance sampling against the rollout engine's log-probs: each token's loss is
-            weighted by ``min(pi_old / pi_rollout, tis_cap)``; None turns it off. Needs rollout log-probs.
+        tis_cap: truncated importance sampling against the rollout engine's log-probs: whenever a batch carries
+            them (``data.rollout_logprobs``, on by default with vLLM), each token's loss is weighted by
+            ``min(pi_old / pi_rollout, tis_cap)``, correcting the mismatch between the engine's sampling and the
+            trainer's numerics; None turns it off.
         shuffle_mini_batches: shuffle sequences (seeded) before splitting each pass into mini-batches.
         correct_threshold: a response whose score reaches this counts as correct in ``train/accuracy``.
         max_consecutive_nonfinite: stop the run after this many updates in a row with a non-finite loss or
@@ -116,7 +118,7 @@ class RLVRModule(LightningModule):
         num_mini_batches: int = 1,
         micro_batch_size: int | None = None,
         max_grad_norm: float | None = 1.0,
-        tis_cap: float | None = None,
+        tis_cap: float | None = 2.0,
         shuffle_mini_batches: bool = True,
         correct_threshold: float = 0.5,
         max_consecutive_nonfinite: int = 3,
@@ -309,9 +311,7 @@ class RLVRModule(LightningModule):
         timings["time/old_logprobs"] = time.perf_counter() - t0
 
         tis = None
-        if self.hparams.tis_cap is not None:
-            if batch.rollout_logprobs is None:
-                raise ValueError("model.tis_cap is set but the rollout engine returned no log-probs")
+        if self.hparams.tis_cap is not None and batch.rollout_logprobs is not None:
             tis = torch.exp((old_logp - batch.rollout_logprobs).clamp(-20, 20)).clamp(max=self.hparams.tis_cap)
 
         t0 = time.perf_counter()

@@ -83,7 +83,9 @@ class RolloutDataModule(pl.LightningDataModule):
         top_p: nucleus mass.
         top_k: top-k (``-1``: off).
         max_new_tokens: response length cap.
-        rollout_logprobs: ask the engine for the sampling log-probs (``RolloutBatch.rollout_logprobs``).
+        rollout_logprobs: ask the engine for the sampling log-probs (``RolloutBatch.rollout_logprobs``, used by
+            the module's truncated importance sampling); None: when the engine's ``logprobs_by_default`` says so
+            (vLLM, whose numerics differ from the trainer's), not for ``HFEngine`` (the trainer's own model).
         max_prompt_length: longest prompt in tokens.
         overlong_prompts: ``"drop"`` longer prompts (counted in ``num_dropped_prompts``, with a warning) or
             ``"error"``.
@@ -128,7 +130,7 @@ class RolloutDataModule(pl.LightningDataModule):
         top_p: float = 1.0,
         top_k: int = -1,
         max_new_tokens: int = 256,
-        rollout_logprobs: bool = False,
+        rollout_logprobs: bool | None = None,
         max_prompt_length: int = 512,
         overlong_prompts: Literal["drop", "error"] = "drop",
         engine: RolloutEngine | None = None,
@@ -179,7 +181,8 @@ class RolloutDataModule(pl.LightningDataModule):
             top_p=top_p,
             top_k=top_k,
             max_new_tokens=max_new_tokens,
-            logprobs=rollout_logprobs,
+            logprobs=bool(getattr(engine, "logprobs_by_default", False) if rollout_logprobs is None
+                          else rollout_logprobs),
         )
         self.max_prompt_length, self.overlong_prompts = max_prompt_length, overlong_prompts
         self.engine: RolloutEngine = HFEngine() if engine is None else engine

@@ -42,6 +42,8 @@ class HFEngine:
             ``generation_config.eos_token_id``).
     """
 
+    logprobs_by_default = False  # samples from the trainer's own model: its log-probs are the trainer's
+
     def __init__(self, batch_size: int = 64, stop_token_ids: list[int] | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -97,6 +97,8 @@ class VLLMEngine:
         engine_kwargs: further keyword arguments of ``vllm.LLM`` (e.g. ``enable_prefix_caching``).
     """
 
+    logprobs_by_default = True  # vLLM's numerics differ from the trainer's: correct with TIS (RLVRModule.tis_cap)
+
     def __init__(
         self,
         model: str,

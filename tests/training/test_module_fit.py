@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from toy_training import CountingReweight, fit, initial_policy, state
 
+from rlvr_lightning.data import HFEngine
+
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert a.keys() == b.keys()
@@ -63,3 +65,29 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert resumed.model.reweight.lam == straight.model.reweight.lam
     assert abs(straight.model.reweight.lam - 0.8) < 1e-12
     assert _max_diff(state(resumed.model.policy), state(straight.model.policy)) == 0.0
+
+
+def test_truncated_importance_sampling_corrects_a_mismatched_sampler(tmp_path):
+    common = ("--trainer.max_steps", "1", "--data.rollout_logprobs", "true")
+    shifted = ("--data.engine", "toy_training.ShiftedLogprobEngine", "--data.engine.shift", "0.5")
+    off = fit(tmp_path, *common, "--model.tis_cap", "null", name="off")
+    matched = fit(tmp_path, *common, name="matched")  # HF engine: its log-probs are the trainer's, weights ~1
+    on = fit(tmp_path, *common, *shifted, name="on")
+    # the sampler claims every second token was e^0.5 more likely than the trainer thinks: those tokens get weight
+    # e^-0.5, which changes the direction of the update (a uniform weight would not, under Adam)
+    shifted_effect = _max_diff(state(on.model.policy), state(off.model.policy))
+    assert shifted_effect > 1e-4
+    # matched log-probs give weights within ~1e-6 of 1: the update is the uncorrected one up to Adam's amplification
+    assert _max_diff(state(matched.model.policy), state(off.model.policy)) < 0.05 * shifted_effect
+    logged = on.trainer.callback_metrics
+    assert 0.1 < float(logged["train/rollout_logprob_diff"]) < 0.5  # 0.5 on odd positions, ~0 on even ones
+    assert not HFEngine.logprobs_by_default
+
+
+def test_rollout_logprobs_default_follows_the_engine():
+    from rlvr_lightning.data import RolloutDataModule
+    from rlvr_lightning.data.vllm_engine import VLLMEngine
+
+    assert RolloutDataModule(tokenizer="t").sampling.logprobs is False
+    assert RolloutDataModule(tokenizer="t", engine=VLLMEngine(model="m")).sampling.logprobs is True
+    assert RolloutDataModule(tokenizer="t", rollout_logprobs=False, engine=VLLMEngine(model="m")).sampling.logprobs is False

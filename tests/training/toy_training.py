@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from rlvr_lightning.components import Reweight, ReweightContext
+from rlvr_lightning.data import HFEngine
+from rlvr_lightning.data.types import Sample, SamplingConfig
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = str(REPO / "configs" / "smoke.yaml")
@@ -31,6 +34,26 @@ class CountingReweight(Reweight):
         type(self).calls += 1
         w = torch.where(ctx.advantages > 0, self.factor, 1.0)
         return w * ctx.mask
+
+
+class ShiftedLogprobEngine(HFEngine):
+    """The HF engine reporting every second token's log-prob off by ``shift``: a sampler whose numerics differ
+    from the trainer's token by token."""
+
+    def __init__(self, shift: float = 0.5) -> None:
+        super().__init__()
+        self.shift = shift
+
+    def generate(
+        self, prompt_token_ids: Sequence[Sequence[int]], sampling: SamplingConfig, *,
+        seed: int | Sequence[int] | None = None,
+    ) -> list[list[Sample]]:
+        groups = super().generate(prompt_token_ids, sampling, seed=seed)
+        for group in groups:
+            for sample in group:
+                if sample.logprobs is not None:
+                    sample.logprobs = [lp + self.shift * (t % 2) for t, lp in enumerate(sample.logprobs)]
+        return groups
 
 
 def fit(tmp_path: Path, *extra: str, name: str = "run") -> Any:
