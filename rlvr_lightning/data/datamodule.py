@@ -33,11 +33,12 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from rlvr_lightning.data.collate import collate_samples, score_completions
+from rlvr_lightning.data.dynamic_sampling import resample_groups_without_signal, skip_batches_without_signal
 from rlvr_lightning.data.engines import HFEngine
 from rlvr_lightning.data.evaluation import EvalLoader, EvalSet, eval_batches, eval_seed, load_eval_set
 from rlvr_lightning.data.prompts import PromptRecord, format_prompts, load_records
 from rlvr_lightning.data.rewards import MathVerifyReward, resolve_reward
-from rlvr_lightning.data.types import RolloutBatch, RolloutEngine, SamplingConfig, concat_batches
+from rlvr_lightning.data.types import RolloutBatch, RolloutEngine, SamplingConfig
 
 __all__ = ["RolloutDataModule"]
 
@@ -360,54 +361,18 @@ class RolloutDataModule(pl.LightningDataModule):
         self._ensure_ready()
         batch = self._rollout_next_step()
         if self.zero_variance_groups == "skip_batch":
-            return self._skip_batches_without_signal(batch)
+            return skip_batches_without_signal(batch, self._rollout_next_step, self._global_count,
+                                               max_extra=self.max_extra_rollouts)
         if self.zero_variance_groups == "resample":
-            return self._resample_groups_without_signal(batch)
+            return resample_groups_without_signal(batch, self._rollout_next_step, self._global_count,
+                                                  need=self.prompts_per_step // self.world[0],
+                                                  max_extra=self.max_extra_rollouts)
         return batch
 
     def _rollout_next_step(self) -> RolloutBatch:
         batch = self.rollout(self.step_prompts(self.step), seed=self.sampling_seed(self.step))
         self.step += 1
         return batch
-
-    def _skip_batches_without_signal(self, batch: RolloutBatch) -> RolloutBatch:
-        rounds: list[RolloutBatch] = []
-        while len(rounds) < self.max_extra_rollouts and self._global_count(len(_signal_groups(batch)), "sum") == 0:
-            rounds.append(batch)
-            batch = self._rollout_next_step()
-        batch.info = {
-            **_merge_info([*rounds, batch]),
-            "dynamic/extra_rollouts": float(len(rounds)),
-            "dynamic/dropped_groups": float(sum(_num_groups(b) for b in rounds)),
-            "dynamic/filled_groups": 0.0,
-        }
-        return batch
-
-    def _resample_groups_without_signal(self, batch: RolloutBatch) -> RolloutBatch:
-        need = self.prompts_per_step // self.world[0]
-        rounds = [batch]
-        found = len(_signal_groups(batch))
-        while self._global_count(found, "min") < need and len(rounds) <= self.max_extra_rollouts:
-            rounds.append(self._rollout_next_step())
-            found += len(_signal_groups(rounds[-1]))
-        pieces = [(b, g) for b in rounds for g in _signal_groups(b)][:need]
-        with_signal = set(_signal_groups(batch))
-        flat = [(batch, g) for g in _group_list(batch) if g not in with_signal]
-        filled = flat[: need - len(pieces)]
-        parts = []
-        for k, (b, g) in enumerate(pieces + filled):
-            part = b.select(torch.nonzero(b.group_ids == g).flatten())
-            part.group_ids = torch.full_like(part.group_ids, k)
-            part.info = {}
-            parts.append(part)
-        out = concat_batches(parts)
-        out.info = {
-            **_merge_info(rounds),
-            "dynamic/extra_rollouts": float(len(rounds) - 1),
-            "dynamic/dropped_groups": float(sum(_num_groups(b) for b in rounds) - len(pieces)),
-            "dynamic/filled_groups": float(len(filled)),
-        }
-        return out
 
     def _global_count(self, value: int, op: str) -> int:
         """``value`` summed (``"sum"``) or minimized (``"min"``) over ranks, so that every rank decides alike."""
@@ -564,30 +529,3 @@ class RolloutDataModule(pl.LightningDataModule):
 def _mix_seed(*values: int) -> int:
     """A 31-bit seed mixed from ``values`` (NumPy's SeedSequence)."""
     return int(np.random.SeedSequence(list(values)).generate_state(1)[0] & 0x7FFFFFFF)
-
-
-def _group_list(batch: RolloutBatch) -> list[int]:
-    return [int(g) for g in torch.unique(batch.group_ids)]
-
-
-def _num_groups(batch: RolloutBatch) -> int:
-    return len(_group_list(batch))
-
-
-def _signal_groups(batch: RolloutBatch) -> list[int]:
-    """Ids of the groups whose scores are not all equal (the ones with a non-zero advantage), in order."""
-    out = []
-    for g in _group_list(batch):
-        s = batch.scores[batch.group_ids == g]
-        if bool(s.max() > s.min()):
-            out.append(g)
-    return out
-
-
-def _merge_info(batches: list[RolloutBatch]) -> dict[str, float]:
-    """Counters and timings of several rollouts summed; per-reward means (``.../mean``) averaged."""
-    info: dict[str, float] = {}
-    for b in batches:
-        for k, v in (b.info or {}).items():
-            info[k] = info.get(k, 0.0) + float(v)
-    return {k: v / len(batches) if k.endswith("/mean") else v for k, v in info.items()}
