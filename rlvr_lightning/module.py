@@ -160,7 +160,7 @@ class RLVRModule(LightningModule):
         Raises:
             ValueError: a group size below 2 with a group-normalized advantage; ``prompts_per_step`` not divisible by
                 the world size; the sequences per rank and step not divisible into ``num_mini_batches`` equal
-                mini-batches, or a mini-batch not into micro-batches of ``micro_batch_size``.
+                mini-batches. (Micro-batches may be uneven: losses use the mini-batch's global token counts.)
         """
         dm = self.trainer.datamodule if self._trainer is not None else None
         P, G = getattr(dm, "prompts_per_step", None), getattr(dm, "num_generations", None)
@@ -176,20 +176,13 @@ class RLVRModule(LightningModule):
         if P % world:
             raise ValueError(f"data.prompts_per_step={P} must be divisible by the world size {world}")
         local = P // world * G
-        n_mini, micro = self.hparams.num_mini_batches, self.hparams.micro_batch_size
+        n_mini = self.hparams.num_mini_batches
         if local % n_mini:
             valid = [d for d in range(1, local + 1) if local % d == 0]
             raise ValueError(
                 f"model.num_mini_batches={n_mini} must divide the sequences per step and rank, "
                 f"data.prompts_per_step / world_size * data.num_generations = {P} / {world} * {G} = {local}; "
                 f"valid values: {valid}"
-            )
-        mini = local // n_mini
-        if micro is not None and micro < mini and mini % micro:
-            valid = [d for d in range(1, mini + 1) if mini % d == 0]
-            raise ValueError(
-                f"model.micro_batch_size={micro} must divide the mini-batch of {mini} sequences "
-                f"({local} per step and rank / model.num_mini_batches={n_mini}); valid values: {valid} or null"
             )
 
     # ------------------------------------------------------------------ models
@@ -324,12 +317,13 @@ class RLVRModule(LightningModule):
                 step_stats.append(self._update(batch, mb, old_logp, advantages, ref_logp, tis, measured_entropy))
         timings["time/update"] = time.perf_counter() - t0
 
+        used = {k: v for comp in self.components().values() for k, v in comp.log_values().items()}
         for comp in self.components().values():
             comp.update(measured_entropy)
         timings["time/weight_sync"] = self._sync_weights()
         self.rollout_step += 1
         timings["time/step"] = time.perf_counter() - t_step
-        self._log_step(batch, old_logp, advantages, entropy_split, step_stats, timings)
+        self._log_step(batch, old_logp, advantages, entropy_split, step_stats, timings, used)
 
     def _update(
         self, batch: RolloutBatch, mb: Tensor, old_logp: Tensor, advantages: Tensor,
@@ -338,11 +332,11 @@ class RLVRModule(LightningModule):
         """One optimizer step on the mini-batch ``mb`` (indices into ``batch``), accumulated over micro-batches."""
         opt = self.optimizers()
         mask = batch.response_mask
-        num_tokens = self._global_sum(mask[mb].sum().float())
-        num_seqs = self._global_sum(mask[mb].any(-1).sum().float())
+        num_tokens = self._global_sum(mask[mb].sum().float()).clamp(min=1)
+        num_seqs = self._global_sum(mask[mb].any(-1).sum().float()).clamp(min=1)
         world = self.trainer.world_size if self._trainer is not None else 1
         sums: dict[str, Tensor] = {}
-        for idx in self._micro_batches(mb):
+        for micro, idx in enumerate(self._micro_batches(mb)):
             m = mask[idx]
             logp, ent = self.sequence_logprobs(self.policy, batch.select(idx), with_entropy=True, grad=True)
             loss_tok, stats = self.clip(logp, old_logp[idx], advantages[idx], m)
@@ -350,7 +344,7 @@ class RLVRModule(LightningModule):
                 advantages=advantages[idx], logp=logp.detach(), old_logp=old_logp[idx], entropy=ent.detach(),
                 mask=m, step=self.global_step, total_steps=self.trainer.max_steps if self._trainer else -1,
                 epoch=self._data_epoch, total_epochs=self._total_epochs(),
-                measured_entropy=measured_entropy,
+                measured_entropy=measured_entropy, sample_key=self.global_rank * 65_537 + micro,
             )
             weights = self.reweight(ctx)
             loss_tok = loss_tok * weights
@@ -362,12 +356,13 @@ class RLVRModule(LightningModule):
             if ref_logp is not None:
                 kl_tok = self.kl(logp, ref_logp[idx], m)
                 loss_tok = loss_tok + kl_tok
-                stats["kl_ref"] = (kl_tok.detach() * m).sum() / num_tokens.clamp(min=1)
+                coef = float(getattr(self.kl, "coef", 1.0)) or 1.0
+                stats["kl_ref"] = (kl_tok.detach() / coef * m).sum() / m.sum().clamp(min=1)  # the KL estimate
             if self.entropy_bonus.enabled:
                 loss_tok = loss_tok + self.entropy_bonus(ent, m)
             loss = self.aggregation(loss_tok, m, num_tokens=num_tokens, num_seqs=num_seqs) * world
             self.manual_backward(loss)
-            share = m.sum() / num_tokens.clamp(min=1)  # this micro-batch's share of the mini-batch's tokens
+            share = m.sum() / num_tokens  # this micro-batch's share of the mini-batch's tokens
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0) + v.detach().float() * share
             sums["loss"] = sums.get("loss", 0) + loss.detach() / world
@@ -377,7 +372,9 @@ class RLVRModule(LightningModule):
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
-        finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(sums["loss"]))
+        # every rank takes the same decision: a non-finite value anywhere skips the update everywhere
+        bad = (~torch.isfinite(grad_norm)) | (~torch.isfinite(sums["loss"]))
+        finite = bool(self._global_sum(bad.float().reshape(()).to(self.device)) == 0)
         if finite:
             opt.step()
             self.lr_schedulers().step()
@@ -402,14 +399,15 @@ class RLVRModule(LightningModule):
         return sums
 
     def _total_epochs(self) -> int:
-        """Planned data epochs: ``trainer.max_epochs``, else derived from ``max_steps`` (-1 if unknown)."""
+        """Planned data epochs: the earlier end of ``trainer.max_epochs`` and ``max_steps`` (-1 if unknown)."""
+        ends = []
         if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
-            return int(self.trainer.max_epochs)
+            ends.append(int(self.trainer.max_epochs))
         steps_per_epoch = getattr(self.trainer.datamodule, "steps_per_epoch", 0)
         if self.trainer.max_steps > 0 and steps_per_epoch:
             updates = self.hparams.ppo_epochs * self.hparams.num_mini_batches
-            return max(1, -(-self.trainer.max_steps // (updates * steps_per_epoch)))
-        return -1
+            ends.append(max(1, -(-self.trainer.max_steps // (updates * steps_per_epoch))))
+        return min(ends) if ends else -1
 
     def _save_nonfinite_checkpoint(self) -> str:
         """Save ``nonfinite.ckpt`` (weights are still those of the last finite update) and say where."""
@@ -432,7 +430,7 @@ class RLVRModule(LightningModule):
     # ------------------------------------------------------------------ logging
     def _log_step(
         self, batch: RolloutBatch, old_logp: Tensor, advantages: Tensor, entropy_split: dict[str, Tensor],
-        step_stats: list[dict[str, Tensor]], timings: dict[str, float],
+        step_stats: list[dict[str, Tensor]], timings: dict[str, float], component_values: dict[str, float],
     ) -> None:
         mask = batch.response_mask
         n_tok = self._global_sum(mask.sum().float()).clamp(min=1)
@@ -470,8 +468,7 @@ class RLVRModule(LightningModule):
             diff = (old_logp - batch.rollout_logprobs).masked_fill(~mask, 0)
             logs["train/rollout_logprob_diff"] = self._global_sum(diff.abs().sum()) / n_tok
             logs["train/rollout_ratio_max"] = torch.exp(diff.clamp(-20, 20)).amax()
-        for comp in self.components().values():
-            logs.update({f"train/{k}": torch.tensor(float(v)) for k, v in comp.log_values().items()})
+        logs.update({f"train/{k}": torch.tensor(float(v)) for k, v in component_values.items()})
         for k, v in batch.info.items():
             if not k.startswith("time/"):
                 logs[f"rollout/{k}"] = torch.tensor(float(v))

@@ -13,8 +13,8 @@ names. YAML configs select a class by ``class_path`` (a short class name works o
 
 Components are plain Python objects holding hyper-parameters; their ``__call__`` calls ``rlvr_lightning.functional``.
 A component with state that must survive a checkpoint (an adaptive lambda or coefficient) overrides
-``state_dict`` / ``load_state_dict``; the module saves it. ``update(measured_entropy)`` is called once per optimizer
-step with the mean token entropy measured on that step (a detached Python float), for stateful controllers.
+``state_dict`` / ``load_state_dict``; the module saves it. ``update(measured_entropy)`` is called once per rollout
+batch, after its N updates, with the mean token entropy of that batch (a Python float), for stateful controllers.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ class Component(ABC):
         """Restore what :meth:`state_dict` returned."""
 
     def update(self, measured_entropy: float) -> None:
-        """Called once per optimizer step with the step's measured mean token entropy."""
+        """Called once per rollout batch, after its updates, with the batch's mean token entropy under the
+        policy that sampled it (the same value on every rank)."""
 
     def log_values(self) -> dict[str, float]:
         """Scalars worth logging every step (e.g. ``{"lambda": 0.3}``)."""
@@ -111,7 +112,10 @@ class ReweightContext:
         total_steps: planned optimizer steps of the run (``-1`` if unknown).
         epoch: current data epoch (1-based).
         total_epochs: planned data epochs (``-1`` if unknown).
-        measured_entropy: mean token entropy measured on the previous step (``None`` before the first).
+        measured_entropy: mean token entropy of the current rollout batch under the policy that sampled it, over
+            all ranks (``None`` outside training).
+        sample_key: differs between the micro-batches of a step and between ranks; random reweightings mix it
+            into their seed so that no two micro-batches or ranks draw the same pattern.
         progress: fraction of training done, in ``[0, 1]`` (from steps, else epochs; 0 if neither is known).
     """
 
@@ -125,6 +129,7 @@ class ReweightContext:
     epoch: int = 1
     total_epochs: int = -1
     measured_entropy: float | None = None
+    sample_key: int = 0
 
     @property
     def progress(self) -> float:

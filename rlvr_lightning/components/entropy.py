@@ -64,14 +64,14 @@ class ConstantEntropyBonus(EntropyBonus):
 class AdaptiveEntropyBonus(EntropyBonus):
     """Adaptive entropy regularization (Ada-Ent-Reg; the adaptive entropy control of Skywork-OR1, 2505.22312).
 
-    After each optimizer step with measured mean entropy ``H``:
+    After each rollout batch, with its measured mean token entropy ``H``:
     ``alpha <- clip(alpha + step, alpha_min, alpha_max)`` if ``H < target`` else
     ``clip(alpha - step, alpha_min, alpha_max)``: the coefficient rises while entropy is below target.
 
     Args:
         target: target mean token entropy; ``>= 0``.
         alpha0: initial coefficient; in ``[alpha_min, alpha_max]``.
-        step: change of alpha per optimizer step; ``>= 0``.
+        step: change of alpha per rollout batch; ``>= 0``.
         alpha_min: lower bound of alpha.
         alpha_max: upper bound of alpha; ``>= alpha_min``.
     """
@@ -88,7 +88,9 @@ class AdaptiveEntropyBonus(EntropyBonus):
         self.target = check_range(name, "target", target, low=0.0)
         self.step = check_range(name, "step", step, low=0.0)
         self.alpha_min = float(alpha_min)
-        self.alpha_max = check_range(name, "alpha_max", alpha_max, low=self.alpha_min)
+        if alpha_max < self.alpha_min:
+            raise ValueError(f"{name}: alpha_max must be >= alpha_min = {self.alpha_min}, got {alpha_max}")
+        self.alpha_max = float(alpha_max)
         self.alpha = check_range(name, "alpha0", alpha0, low=self.alpha_min, high=self.alpha_max)
 
     def __call__(self, entropy: Tensor, mask: Tensor) -> Tensor:

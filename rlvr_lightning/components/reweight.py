@@ -19,10 +19,12 @@ from rlvr_lightning.components._validate import check_range
 from rlvr_lightning.components.base import Reweight, ReweightContext
 
 
-def _generator(device: torch.device, seed: int, step: int) -> torch.Generator:
-    """A generator seeded from ``(seed, step)`` alone: the same draws after a resume, new draws every step."""
+def _generator(device: torch.device, seed: int, ctx: ReweightContext) -> torch.Generator:
+    """A generator seeded from ``(seed, ctx.step, ctx.sample_key)`` alone: the same draws after a resume, new
+    draws every step, micro-batch and rank."""
     g = torch.Generator(device=device)
-    g.manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63 - 1))
+    mixed = (int(seed) * 1_000_003 + int(ctx.step)) * 1_000_033 + int(ctx.sample_key)
+    g.manual_seed(mixed % (2**63 - 1))
     return g
 
 
@@ -112,13 +114,13 @@ class EpochPAR(_PARBase):
 class EntropyGuidedPAR(_PARBase):
     """Entropy-guided PAR, the paper's main method: lambda steers the entropy toward ``delta``.
 
-    After each optimizer step with measured mean entropy ``H``: ``lambda <- clip(lambda - step, 0, 1)`` if
+    After each rollout batch, with its measured mean token entropy ``H``: ``lambda <- clip(lambda - step, 0, 1)`` if
     ``H < delta``, else ``clip(lambda + step, 0, 1)``. Low entropy lowers lambda (less push from positive
     tokens, entropy rises); high entropy raises it. lambda is saved in the checkpoint.
 
     Args:
         delta: entropy threshold; ``>= 0``.
-        step: change of lambda per optimizer step; in ``[0, 1]``.
+        step: change of lambda per rollout batch; in ``[0, 1]``.
         lam0: initial lambda; in ``[0, 1]``.
     """
 
@@ -183,7 +185,7 @@ class RandomPositiveDrop(Reweight):
 
     def __call__(self, ctx: ReweightContext) -> Tensor:
         """Weights ``(B, T)`` from ``ctx.advantages`` and ``ctx.mask``, both ``(B, T)``."""
-        g = _generator(ctx.mask.device, self.seed, ctx.step)
+        g = _generator(ctx.mask.device, self.seed, ctx)
         return F.random_drop_positive(ctx.advantages, ctx.mask, drop_frac=self.frac, generator=g).to(
             ctx.advantages.dtype
         )
@@ -233,7 +235,7 @@ class ClipCov(Reweight):
 
     def __call__(self, ctx: ReweightContext) -> Tensor:
         """Weights ``(B, T)`` from ``ctx.logp``, ``ctx.advantages`` and ``ctx.mask``, all ``(B, T)``."""
-        g = _generator(ctx.mask.device, self.seed, ctx.step)
+        g = _generator(ctx.mask.device, self.seed, ctx)
         w = F.clip_cov_weights(
             ctx.logp,
             ctx.advantages,

@@ -115,3 +115,22 @@ def test_kl_cov_penalizes_the_top_covariance_tokens():
     for i, t in top:
         assert float(logp.grad[i, t]) == pytest.approx(0.7 * float(sign[i, t]))
     assert int((logp.grad != 0).sum()) == 7
+
+
+def test_random_reweightings_draw_differently_per_micro_batch_and_rank_but_reproducibly():
+    from rlvr_lightning.components import ClipCov, RandomPositiveDrop, ReweightContext
+
+    gen = torch.Generator().manual_seed(0)
+    adv = torch.randn(8, 16, generator=gen).abs()  # all positive: every token can be dropped
+    logp = -torch.rand(8, 16, generator=gen)
+    mask = torch.ones(8, 16, dtype=torch.bool)
+
+    def ctx(key):
+        return ReweightContext(advantages=adv, logp=logp, old_logp=logp, entropy=torch.zeros_like(adv), mask=mask,
+                               step=5, sample_key=key)
+
+    drop = RandomPositiveDrop(frac=0.5)
+    assert torch.equal(drop(ctx(0)), drop(ctx(0)))
+    assert not torch.equal(drop(ctx(0)), drop(ctx(1)))
+    cov = ClipCov(clip_ratio=0.5, lower=-10.0, upper=10.0)
+    assert torch.equal(cov(ctx(3)), cov(ctx(3))) and not torch.equal(cov(ctx(3)), cov(ctx(4)))

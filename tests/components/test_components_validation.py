@@ -51,6 +51,7 @@ BAD = [
     (KL, {"coef": -0.1}, "coef"),
     (ConstantEntropyBonus, {"alpha": float("inf")}, "alpha"),
     (AdaptiveEntropyBonus, {"alpha0": 0.5, "alpha_max": 0.1}, r"alpha0 must be in \[0, 0.1\]"),
+    (AdaptiveEntropyBonus, {"alpha_min": 0.1, "alpha_max": 0.01}, r"alpha_max must be >= alpha_min = 0.1, got 0.01"),
     (AdaptiveEntropyBonus, {"alpha_min": 0.2, "alpha_max": 0.1}, "alpha_max"),
     (AdaptiveEntropyBonus, {"step": -0.1}, "step"),
     (SeqMeanTokenSumNorm, {"max_len": 0}, "max_len must be an integer >= 1"),

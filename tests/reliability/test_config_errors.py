@@ -60,8 +60,8 @@ def loads(monkeypatch):
             r"model\.num_mini_batches=3 must divide .* = 4 / 1 \* 4 = 16; valid values: \[1, 2, 4, 8, 16\]",
         ),
         (
-            ["--model.num_mini_batches", "2", "--model.micro_batch_size", "3"],
-            r"model\.micro_batch_size=3 must divide the mini-batch of 8 sequences.*valid values: \[1, 2, 4, 8\]",
+            ["--model.micro_batch_size", "0"],
+            r"model\.micro_batch_size must be >= 1 or null, got 0",
         ),
     ],
     ids=[

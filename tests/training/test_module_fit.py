@@ -91,3 +91,23 @@ def test_rollout_logprobs_default_follows_the_engine():
     assert RolloutDataModule(tokenizer="t").sampling.logprobs is False
     assert RolloutDataModule(tokenizer="t", engine=VLLMEngine(model="m")).sampling.logprobs is True
     assert RolloutDataModule(tokenizer="t", rollout_logprobs=False, engine=VLLMEngine(model="m")).sampling.logprobs is False
+
+
+def test_micro_batching_gives_the_update_and_logs_of_one_big_batch(tmp_path):
+    common = ("--trainer.max_steps", "2", "--model.kl", "KL", "--model.kl.coef", "0.5")
+    whole = fit(tmp_path, *common, "--model.micro_batch_size", "null", name="whole")
+    micro = fit(tmp_path, *common, "--model.micro_batch_size", "3", name="micro")  # 16 = 3+3+3+3+3+1
+    assert _max_diff(state(whole.model.policy), state(micro.model.policy)) < 1e-5
+    a, b = whole.trainer.callback_metrics, micro.trainer.callback_metrics
+    for key in ("train/loss", "train/kl_ref", "train/clip_frac", "train/approx_kl", "train/grad_norm"):
+        assert abs(float(a[key]) - float(b[key])) <= 1e-5 * max(1.0, abs(float(a[key]))), key
+    assert float(a["train/kl_ref"]) > 0  # k3 of a moved policy vs the reference: positive, and unscaled by coef
+
+
+def test_logged_lambda_is_the_one_the_updates_used(tmp_path):
+    import csv
+
+    fit(tmp_path, "--model.reweight", "EntropyGuidedPAR", "--model.reweight.delta", "0.0", name="lam")
+    rows = list(csv.DictReader(open(next((tmp_path / "lam").rglob("metrics.csv")))))
+    # entropy is above delta = 0, so lambda rises 0 -> 0.05 -> 0.10 after each batch; batch k used k * 0.05
+    assert [round(float(r["train/lambda"]), 6) for r in rows] == [0.0, 0.05, 0.1]
