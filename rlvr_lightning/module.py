@@ -422,6 +422,13 @@ class RLVRModule(LightningModule):
         return f"The last finite state is saved in {path}."
 
     # ------------------------------------------------------------------ distributed reductions
+    def _global_std(self, x: Tensor) -> Tensor:
+        """Unbiased standard deviation of ``x`` (shape ``(B,)``) over all ranks."""
+        n = self._global_sum(torch.tensor(float(x.numel()), device=x.device))
+        mean = self._global_sum(x.sum()) / n
+        sq = self._global_sum(((x - mean) ** 2).sum())
+        return (sq / (n - 1)).sqrt() if n > 1 else torch.zeros((), device=x.device)
+
     def _global_sum(self, x: Tensor) -> Tensor:
         if self._trainer is None or self.trainer.world_size == 1:
             return x
@@ -446,7 +453,7 @@ class RLVRModule(LightningModule):
         g_sq_dev = torch.zeros(n_groups, device=scores.device).index_add_(0, inverse, (scores - g_mean[inverse]) ** 2)
         logs: dict[str, Any] = {
             "train/reward_mean": scores.mean(),
-            "train/reward_std": scores.std() if len(scores) > 1 else torch.zeros(()),
+            "train/reward_std": self._global_std(scores),
             "train/accuracy": (scores >= self.hparams.correct_threshold).float().mean(),
             "train/zero_variance_groups": (g_sq_dev == 0).float().mean(),
             "train/response_length_mean": lengths.mean(),
