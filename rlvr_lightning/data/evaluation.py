@@ -260,7 +260,8 @@ class EvalMetrics(nn.Module):
     estimator), ``maj@<k>`` (majority vote over math-verify answer classes), ``entropy`` (mean token entropy),
     ``distinct_1``, ``distinct_2``, ``self_bleu`` (per question, averaged), ``distinct_answers`` (answer classes
     per question), ``ece``, ``brier``, ``auroc`` (sequence confidence vs correctness), ``response_length`` and
-    ``questions`` (the number evaluated). ``samples`` keeps this rank's per-question results (prompt, answer, scores, correctness, answer classes)
+    ``questions`` (the number evaluated). ``samples`` keeps this rank's per-question results (prompt, answer, scores,
+    correctness, answer classes)
     since the last :meth:`reset`.
 
     Args:

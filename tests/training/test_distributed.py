@@ -44,7 +44,8 @@ def test_two_processes_match_one(single, tmp_path, setup):
 
     one, two = _metrics(single), _metrics(tmp_path)
     assert len(one) == len(two) == 3
-    for key in ("train/loss", "train/entropy", "train/grad_norm", "train/reward_mean", "train/reward_std", "train/lambda",
+    for key in ("train/loss", "train/entropy", "train/grad_norm", "train/reward_mean", "train/reward_std",
+                "train/lambda",
                 "train/clip_frac", "train/response_length_mean"):
         for a, b in zip(one, two):
             assert abs(float(a[key]) - float(b[key])) <= TOL * max(1.0, abs(float(a[key]))), (key, a[key], b[key])

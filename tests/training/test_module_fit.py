@@ -36,8 +36,9 @@ def test_off_policy_n_gives_n_optimizer_steps_per_rollout_batch(tmp_path):
 
 def test_par_lambda_changes_the_update_and_lambda_one_equals_uniform(tmp_path):
     common = ("--trainer.max_steps", "1", "--model.micro_batch_size", "4")
-    par0 = state(fit(tmp_path, "--model.reweight", "PAR", "--model.reweight.lam", "0.0", *common, name="a").model.policy)
-    par1 = state(fit(tmp_path, "--model.reweight", "PAR", "--model.reweight.lam", "1.0", *common, name="b").model.policy)
+    par = ("--model.reweight", "PAR", "--model.reweight.lam")
+    par0 = state(fit(tmp_path, *par, "0.0", *common, name="a").model.policy)
+    par1 = state(fit(tmp_path, *par, "1.0", *common, name="b").model.policy)
     uni = state(fit(tmp_path, "--model.reweight", "Uniform", *common, name="c").model.policy)
     init = state(initial_policy())
     assert _max_diff(par0, par1) > 1e-5
@@ -90,7 +91,8 @@ def test_rollout_logprobs_default_follows_the_engine():
 
     assert RolloutDataModule(tokenizer="t").sampling.logprobs is False
     assert RolloutDataModule(tokenizer="t", engine=VLLMEngine(model="m")).sampling.logprobs is True
-    assert RolloutDataModule(tokenizer="t", rollout_logprobs=False, engine=VLLMEngine(model="m")).sampling.logprobs is False
+    off = RolloutDataModule(tokenizer="t", rollout_logprobs=False, engine=VLLMEngine(model="m"))
+    assert off.sampling.logprobs is False
 
 
 def test_micro_batching_gives_the_update_and_logs_of_one_big_batch(tmp_path):
