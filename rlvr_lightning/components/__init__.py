@@ -5,7 +5,7 @@ Importing this package registers every built-in, so YAML configs can name them b
 ``docs/components.md``.
 """
 
-from rlvr_lightning.components.advantages import GRPO, RLOO, DrGRPO, ReinforcePPBaseline
+from rlvr_lightning.components.advantages import GRPO, RLOO, DrGRPO, ReinforcePPBaseline, SignedReward
 from rlvr_lightning.components.aggregation import (
     SeqMeanTokenMean,
     SeqMeanTokenSum,
@@ -58,6 +58,7 @@ __all__ = [
     "Component",
     "ConstantEntropyBonus",
     "DrGRPO",
+    "SignedReward",
     "EntropyBonus",
     "EntropyGuidedPAR",
     "EpochPAR",

@@ -1,4 +1,4 @@
-"""Built-in advantage estimators: GRPO, Dr. GRPO, RLOO and REINFORCE++-baseline.
+"""Built-in advantage estimators: GRPO, Dr. GRPO, RLOO, REINFORCE++-baseline and signed rewards (W-REINFORCE).
 
 Each turns sequence scores ``(B,)`` and group ids ``(B,)`` into per-token advantages ``(B, T)``, 0 on padding.
 The math lives in :mod:`rlvr_lightning.functional.advantages`.
@@ -90,3 +90,25 @@ class ReinforcePPBaseline(Advantage):
         """Advantages ``(B, T)`` from ``scores`` ``(B,)``, ``group_ids`` ``(B,)`` and ``mask`` ``(B, T)``."""
         adv = F.reinforce_pp_baseline_advantages(scores, group_ids, mask, eps=self.eps)
         return torch.where(mask, adv, torch.zeros((), dtype=adv.dtype, device=adv.device))
+
+
+@Advantage.register("signed_reward")
+class SignedReward(Advantage):
+    """The reward's sign, no baseline (W-REINFORCE, Zhu et al. 2025, arXiv 2506.01347): ``A_i = +1`` if
+    ``r_i >= threshold`` else ``-1``.
+
+    With ``PAR(lam=0.1)`` and ``NoClip`` this is W-REINFORCE's ``0.1 * L_PSR + L_NSR`` (``configs/w_reinforce.yaml``);
+    with ``NegativeOnly`` it is negative sample reinforcement alone. Needs no groups.
+
+    Args:
+        threshold: scores at or above it count as correct.
+    """
+
+    needs_groups = False
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        self.threshold = float(threshold)
+
+    def __call__(self, scores: Tensor, group_ids: Tensor, mask: Tensor) -> Tensor:
+        """Advantages ``(B, T)`` from ``scores`` ``(B,)`` and ``mask`` ``(B, T)`` (``group_ids`` unused)."""
+        return _broadcast(F.signed_reward_advantages(scores, threshold=self.threshold), mask)

@@ -9,6 +9,7 @@ from rlvr_lightning.functional.advantages import (
     grpo_advantages,
     reinforce_pp_baseline_advantages,
     rloo_advantages,
+    signed_reward_advantages,
 )
 from rlvr_lightning.functional.aggregation import AGG_MODES, aggregate
 from rlvr_lightning.functional.kl import KL_KINDS, kl_penalty
@@ -72,6 +73,7 @@ __all__ = [
     "reinforce_pp_baseline_advantages",
     "rloo_advantages",
     "sign_mask",
+    "signed_reward_advantages",
     "top_entropy_mask",
     "unclipped_surrogate",
 ]

@@ -1,4 +1,4 @@
-"""Group-relative advantage estimators for outcome rewards: GRPO, Dr. GRPO, RLOO and REINFORCE++-baseline.
+"""Advantage estimators for outcome rewards: GRPO, Dr. GRPO, RLOO, REINFORCE++-baseline and signed rewards.
 
 All are vectorized over groups (``unique`` + ``index_add``), accept arbitrary integer group ids, rows in any
 order and groups of different sizes. Conventions that differ from verl 0.9.1 are stated per function.
@@ -138,3 +138,29 @@ def reinforce_pp_baseline_advantages(
     centered = torch.where(count < 2, torch.zeros_like(mean), scores.to(mean.dtype) - mean)
     tokens = centered.unsqueeze(-1).expand(mask.shape)
     return masked_whiten(tokens, mask, eps=eps)
+
+
+def signed_reward_advantages(scores: Tensor, *, threshold: float = 0.5) -> Tensor:
+    """The reward's sign as the advantage, with no baseline: +1 for a correct response, -1 otherwise.
+
+    The advantage of W-REINFORCE (Zhu et al. 2025, "The Surprising Effectiveness of Negative Reinforcement in LLM
+    Reasoning", arXiv 2506.01347), whose objective ``lambda * L_PSR + L_NSR`` is this advantage with positive
+    samples weighted by ``lambda`` (PAR with a constant lambda, 0.1 in that paper).
+
+    .. math:: A_i = +1 \\text{ if } r_i \\ge \\tau, \\quad -1 \\text{ otherwise}
+
+    Args:
+        scores: one scalar reward per response, shape ``(B,)``.
+        threshold: scores at or above it count as correct.
+
+    Returns:
+        Advantages, shape ``(B,)``, in the scores' floating dtype.
+
+    Example:
+        >>> signed_reward_advantages(torch.tensor([1.0, 0.0, 0.7]))
+        tensor([ 1., -1.,  1.])
+    """
+    if scores.dim() != 1:
+        raise ValueError(f"scores must have shape (B,), got {tuple(scores.shape)}")
+    x = scores if scores.dtype.is_floating_point else scores.to(torch.get_default_dtype())
+    return torch.where(x >= threshold, torch.ones_like(x), -torch.ones_like(x))

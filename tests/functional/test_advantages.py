@@ -109,3 +109,13 @@ def test_bad_inputs():
         F.rloo_advantages(torch.zeros(3), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="mask"):
         F.reinforce_pp_baseline_advantages(torch.zeros(3), torch.zeros(3, dtype=torch.long), torch.ones(2, 4))
+
+
+def test_signed_reward_advantages_match_a_naive_loop():
+    from rlvr_lightning.functional import signed_reward_advantages
+
+    scores = torch.tensor([1.0, 0.0, 0.5, 0.49, -1.0, 2.0])
+    want = torch.tensor([1.0 if s >= 0.5 else -1.0 for s in scores.tolist()])
+    assert torch.equal(signed_reward_advantages(scores), want)
+    assert torch.equal(signed_reward_advantages(scores, threshold=1.0), torch.tensor([1.0, -1, -1, -1, -1, 1]))
+    assert torch.equal(signed_reward_advantages(torch.tensor([1, 0])), torch.tensor([1.0, -1.0]))  # int scores
