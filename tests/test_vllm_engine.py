@@ -281,7 +281,9 @@ _TWO_RANKS = textwrap.dedent(
     gathered = [None, None]
     dist.all_gather_object(gathered, got)
     assert gathered[0] != gathered[1]  # each rank answered its own prompt
-    print("rank", rank, "ok", engine._llm.llm_engine.vllm_config.parallel_config.distributed_executor_backend)
+    backend = engine._llm.llm_engine.vllm_config.parallel_config.distributed_executor_backend
+    with open(sys.argv[3] + f".{rank}", "w") as f:  # one file per rank: printed lines of two ranks interleave
+        f.write(f"rank {rank} ok {backend}")
     """
 )
 
@@ -301,10 +303,11 @@ def test_two_ranks_each_run_their_own_engine(engine, tmp_path):
         str(script),
         str(ASSET),
         engine.model,
+        str(tmp_path / "result"),
     ]
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert sorted(line for line in proc.stdout.splitlines() if line.startswith("rank")) == [
+    assert [(tmp_path / f"result.{r}").read_text() for r in (0, 1)] == [
         "rank 0 ok external_launcher",
         "rank 1 ok external_launcher",
     ]
