@@ -110,7 +110,8 @@ def cli_main(args: list[str] | None = None) -> RLVRCLI:
         trainer_defaults=_trainer_defaults(),
         parser_class=RLVRArgumentParser,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": "rlvr: RL with verifiable rewards on PyTorch Lightning"},
+        parser_kwargs={"description": "rlvr: RL with verifiable rewards on PyTorch Lightning. "
+                                      "Also: `rlvr plot RUN_DIR [RUN_DIR ...] -o curves.png` draws training curves."},
     )
 
 
