@@ -49,6 +49,11 @@ class RLVRArgumentParser(LightningArgumentParser):
 class RLVRCLI(LightningCLI):
     """LightningCLI with the policy path linked to the tokenizer and a ``last.ckpt`` kept in the run folder."""
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit, validate and test (there is nothing to predict)."""
+        return {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
+
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("model.model", "data.tokenizer")
         parser.add_lightning_class_args(AtomicModelCheckpoint, "checkpoint")
