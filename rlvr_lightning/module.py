@@ -142,7 +142,10 @@ class RLVRModule(LightningModule):
         self.aggregation, self.kl, self.entropy_bonus = aggregation, kl, entropy_bonus
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.policy: nn.Module | None = None
-        self.reference: nn.Module | None = None
+        # The frozen reference is kept out of the module tree: it is not trained, so it is neither saved in
+        # checkpoints (which would double their size) nor wrapped by DDP; configure_model shards it under FSDP2
+        # and on_fit_start moves it to the device otherwise.
+        self._frozen: list[nn.Module] = []
         self.rollout_step = 0  # rollout batches consumed; saved in checkpoints
         self.entropy_stats = TokenEntropy()  # synced across ranks on compute()
         self.entropy_dynamics = EntropyDynamics()
@@ -201,7 +204,7 @@ class RLVRModule(LightningModule):
                 ref = load_causal_lm(self.model_path, from_scratch=True, seed=hp.seed, **kw)
             else:
                 ref = load_causal_lm(self.reference_path, **kw)
-            self.reference = freeze(ref)
+            self._frozen = [freeze(ref)]
         mesh = self.device_mesh
         if mesh is not None:
             from rlvr_lightning.models import DTYPES
@@ -211,6 +214,16 @@ class RLVRModule(LightningModule):
             shard_model(self.policy, mesh, param_dtype=param_dtype)
             if self.reference is not None:
                 shard_model(self.reference, mesh, param_dtype=param_dtype)
+
+    @property
+    def reference(self) -> nn.Module | None:
+        """The frozen reference model (None unless the KL term needs one)."""
+        return self._frozen[0] if self._frozen else None
+
+    def on_fit_start(self) -> None:
+        ref = self.reference
+        if ref is not None and self.device_mesh is None:
+            ref.to(self.device)
 
     def components(self) -> dict[str, Any]:
         """The six loss components by name."""

@@ -77,3 +77,23 @@ def test_fsdp2_bf16_mixed_precision_with_activation_checkpointing(single, tmp_pa
     w1, w2 = _weights(single), _weights(tmp_path)
     assert all(w2[k].dtype == torch.float32 for k in w2)  # master weights stay fp32
     assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < 1e-2
+
+
+def test_fsdp2_with_a_kl_term_matches_one_process(tmp_path):
+    """The frozen reference is sharded too (it is outside the checkpoint); the KL run matches 1 process."""
+    kl = ("--model.kl", "KL", "--model.kl.coef", "0.5", "--data.seed_per_prompt", "true")
+    fit(tmp_path / "one", *kl, name="one")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(REPO)]))
+    cmd = [sys.executable, "-m", "rlvr_lightning.cli", "fit", "--config", "configs/smoke_fsdp2.yaml", *kl,
+           "--data.rewards", "toy_training.digit_reward",
+           "--trainer.logger.init_args.save_dir", str(tmp_path / "two"), "--trainer.logger.init_args.name", "two"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    for key in ("train/loss", "train/kl_ref", "train/grad_norm"):
+        for a, b in zip(one, two):
+            assert abs(float(a[key]) - float(b[key])) <= TOL * max(1.0, abs(float(a[key]))), (key, a[key], b[key])
+    assert float(one[-1]["train/kl_ref"]) > 0
+    w1, w2 = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    assert w1.keys() == w2.keys() and all(k.startswith("policy.") for k in w1)
+    assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < TOL

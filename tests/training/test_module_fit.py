@@ -21,6 +21,14 @@ def test_fit_updates_policy_but_not_reference(tmp_path):
     assert _max_diff(state(cli.model.reference), init) == 0.0, "the reference moved"
     assert not any(p.requires_grad for p in cli.model.reference.parameters())
     assert cli.trainer.global_step == 2 and cli.model.rollout_step == 2
+    # the frozen reference is not saved: checkpoints hold the policy only, and resuming rebuilds the reference
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    keys = torch.load(ckpt, weights_only=True)["state_dict"].keys()
+    assert keys and all(k.startswith("policy.") for k in keys)
+    resumed = fit(tmp_path, "--model.kl", "KL", "--model.kl.coef", "0.1", "--trainer.max_steps", "3",
+                  "--ckpt_path", str(ckpt), name="resumed")
+    assert resumed.trainer.global_step == 3
+    assert _max_diff(state(resumed.model.reference), init) == 0.0
 
 
 def test_no_reference_without_kl(tmp_path):
