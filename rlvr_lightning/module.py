@@ -497,6 +497,9 @@ class RLVRModule(LightningModule):
             logs["gpu/peak_memory_gib"] = torch.tensor(torch.cuda.max_memory_allocated(self.device) / 2**30)
         n_generated = self._global_sum(mask.sum().float())
         logs["throughput/tokens_per_s"] = n_generated / max(timings["time/step"], 1e-9)
+        # the x-axis for curves: rollout batches trained on so far. Lightning's own `step` column also counts the
+        # phantom batch that ends each data epoch (it re-logs the previous row there, with the same rollout_step)
+        logs["rollout_step"] = torch.tensor(float(self.rollout_step))
         # per-rank values (rewards, lengths) are averaged over ranks, which hold equally many sequences
         sync = self.trainer.world_size > 1
         for k, v in logs.items():
@@ -539,6 +542,7 @@ class RLVRModule(LightningModule):
             values = metrics.compute()
             self.log_dict({f"{prefix}/{name}/{key}": v.float() for key, v in values.items()},
                           add_dataloader_idx=False)
+            self.log("rollout_step", float(self.rollout_step), add_dataloader_idx=False)
             results[name] = {key: float(v) for key, v in values.items()}
             self.last_eval[name] = {"metrics": results[name], "samples": metrics.samples}
             metrics.reset()

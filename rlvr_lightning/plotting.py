@@ -70,8 +70,11 @@ def ema_smooth(values: Sequence[float], alpha: float = 0.6) -> list[float]:
 def read_metrics(run_dir: str | os.PathLike[str]) -> dict[str, list[tuple[float, float]]]:
     """Every ``metrics.csv`` under ``run_dir`` (searched recursively) as ``{column: [(step, value), ...]}``.
 
-    Empty and non-numeric cells are skipped (Lightning writes sparse rows); so are NaN and infinite values.
-    Points are sorted by step; files are read in sorted path order, so a resumed run's later versions follow.
+    The x value is the row's ``rollout_step`` (rollout batches trained on, logged by ``RLVRModule``) when present,
+    else Lightning's ``step``; a column has one point per x (a repeated row, such as the one Lightning writes at
+    the end of a data epoch, or a step logged again after a resume, keeps its last value). Empty and non-numeric
+    cells are skipped (Lightning writes sparse rows); so are NaN and infinite values. Points are sorted by x;
+    files are read in sorted path order, so a resumed run's later versions win.
 
     Raises:
         FileNotFoundError: if ``run_dir`` holds no ``metrics.csv``.
@@ -80,28 +83,26 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> dict[str, list[tuple[float,
     files = sorted(root.rglob("metrics.csv")) if root.is_dir() else ([root] if root.is_file() else [])
     if not files:
         raise FileNotFoundError(f"no metrics.csv found under run directory {str(run_dir)!r}")
-    series: dict[str, list[tuple[float, float]]] = {}
+    points: dict[str, dict[float, float]] = {}
     for path in files:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             for row_no, row in enumerate(reader):
-                step_cell = row.get("step")
+                step_cell = row.get("rollout_step") or row.get("step")
                 try:
                     step = float(step_cell) if step_cell not in (None, "") else float(row_no)
                 except ValueError:
                     step = float(row_no)
                 for key, cell in row.items():
-                    if key in (None, "step", "epoch") or cell in (None, ""):
+                    if key in (None, "step", "epoch", "rollout_step") or cell in (None, ""):
                         continue
                     try:
                         value = float(cell)
                     except ValueError:
                         continue
                     if math.isfinite(value):
-                        series.setdefault(key, []).append((step, value))
-    for pts in series.values():
-        pts.sort(key=lambda p: p[0])
-    return series
+                        points.setdefault(key, {})[step] = value
+    return {key: sorted(pts.items()) for key, pts in points.items()}
 
 
 def _columns_for(key: str, series: dict[str, list[tuple[float, float]]]) -> list[str]:
@@ -163,7 +164,7 @@ def plot_runs(
                 label = f"{name} {col.rsplit('/', 1)[-1]}" if key.endswith("*") else name
                 ax.plot(steps, values, styles[j % len(styles)], color=colors[r % len(colors)], label=label)
         ax.set_title(key)
-        ax.set_xlabel("step")
+        ax.set_xlabel("rollout step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     for ax in list(axes.flat)[len(panels) :]:

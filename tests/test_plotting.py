@@ -120,3 +120,23 @@ def test_plot_reliability_writes_png(tmp_path):
     titles = plot_reliability(conf, correct, str(out), n_bins=10)
     assert titles[0].startswith("reliability (ECE ") and titles[1] == "responses per bin"
     _check_png(out)
+
+
+def test_read_metrics_uses_rollout_step_and_drops_repeated_rows(tmp_path):
+    path = tmp_path / "run" / "version_0" / "metrics.csv"
+    path.parent.mkdir(parents=True)
+    rows = [  # Lightning's step counts the phantom batch at the data epoch's end, which repeats the last row
+        {"epoch": 0, "step": 0, "rollout_step": 1, "train/entropy": 0.5, "val/x": ""},
+        {"epoch": 0, "step": 1, "rollout_step": 2, "train/entropy": 0.4, "val/x": ""},
+        {"epoch": 0, "step": 2, "rollout_step": 2, "train/entropy": 0.4, "val/x": ""},
+        {"epoch": 0, "step": 2, "rollout_step": 2, "train/entropy": "", "val/x": 0.9},
+        {"epoch": 1, "step": 3, "rollout_step": 3, "train/entropy": 0.3, "val/x": ""},
+    ]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    series = read_metrics(tmp_path / "run")
+    assert series["train/entropy"] == [(1.0, 0.5), (2.0, 0.4), (3.0, 0.3)]
+    assert series["val/x"] == [(2.0, 0.9)]
+    assert "rollout_step" not in series

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from toy_training import CountingReweight, fit, initial_policy, state
+from toy_training import REPO, CountingReweight, fit, initial_policy, state
 
 from rlvr_lightning.data import HFEngine
 
@@ -121,3 +121,22 @@ def test_logged_lambda_is_the_one_the_updates_used(tmp_path):
     rows = list(csv.DictReader(open(next((tmp_path / "lam").rglob("metrics.csv")))))
     # entropy is above delta = 0, so lambda rises 0 -> 0.05 -> 0.10 after each batch; batch k used k * 0.05
     assert [round(float(r["train/lambda"]), 6) for r in rows] == [0.0, 0.05, 0.1]
+
+
+def test_epoch_and_stage_schedules_follow_the_run(tmp_path):
+    import csv
+
+    train = tmp_path / "eight.jsonl"
+    train.write_text("".join((REPO / "assets" / "arithmetic" / "train.jsonl").read_text().splitlines(True)[:8]))
+    common = ("--data.train_files", str(train), "--trainer.max_steps", "6")  # P = 4: 2 steps per data epoch, E = 3
+
+    def lambdas(name, *extra):
+        fit(tmp_path, *common, *extra, name=name)
+        rows = csv.DictReader(open(next((tmp_path / name).rglob("metrics.csv"))))
+        by_step = {r["rollout_step"]: r["train/lambda"] for r in rows if r.get("train/lambda")}
+        assert sorted(by_step, key=float) == [str(float(k)) for k in range(1, 7)]
+        return [round(float(by_step[k]), 6) for k in sorted(by_step, key=float)]
+
+    assert lambdas("epoch", "--model.reweight", "EpochPAR") == [0.0, 0.0, 0.5, 0.5, 1.0, 1.0]
+    # stage-based: 0 for the first half of the 6 optimizer steps, then linear in progress = step / 6
+    assert lambdas("stage", "--model.reweight", "StagePAR") == [0.0, 0.0, 0.0, 0.0, round(1 / 3, 6), round(2 / 3, 6)]
