@@ -346,7 +346,9 @@ class RLVRModule(LightningModule):
         opt = self.optimizers()
         mask = batch.response_mask
         num_tokens = self._global_sum(mask[mb].sum().float()).clamp(min=1)
-        num_seqs = self._global_sum(mask[mb].any(-1).sum().float()).clamp(min=1)
+        # sequence counts only for aggregations that divide by them (one all-reduce less for token-mean)
+        num_seqs = (self._global_sum(mask[mb].any(-1).sum().float()).clamp(min=1)
+                    if "seqs" in self.aggregation.normalizers else None)
         world = self.trainer.world_size if self._trainer is not None else 1
         sums: dict[str, Tensor] = {}
         for micro, idx in enumerate(self._micro_batches(mb)):
@@ -453,7 +455,8 @@ class RLVRModule(LightningModule):
         step_stats: list[dict[str, Tensor]], timings: dict[str, float], component_values: dict[str, float],
     ) -> None:
         mask = batch.response_mask
-        n_tok = self._global_sum(mask.sum().float()).clamp(min=1)
+        n_generated = self._global_sum(mask.sum().float())  # response tokens over all ranks
+        n_tok = n_generated.clamp(min=1)
         self.entropy_dynamics.update(old_logp, advantages, mask)
         cov = self.entropy_dynamics.compute()
         self.entropy_dynamics.reset()
@@ -495,7 +498,6 @@ class RLVRModule(LightningModule):
         logs.update({k: torch.tensor(float(v)) for k, v in timings.items()})
         if self.device.type == "cuda":
             logs["gpu/peak_memory_gib"] = torch.tensor(torch.cuda.max_memory_allocated(self.device) / 2**30)
-        n_generated = self._global_sum(mask.sum().float())
         logs["throughput/tokens_per_s"] = n_generated / max(timings["time/step"], 1e-9)
         # the x-axis for curves: rollout batches trained on so far. Lightning's own `step` column also counts the
         # phantom batch that ends each data epoch (it re-logs the previous row there, with the same rollout_step)

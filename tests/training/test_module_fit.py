@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from toy_training import REPO, CountingReweight, fit, initial_policy, state
 
@@ -103,8 +104,10 @@ def test_rollout_logprobs_default_follows_the_engine():
     assert off.sampling.logprobs is False
 
 
-def test_micro_batching_gives_the_update_and_logs_of_one_big_batch(tmp_path):
-    common = ("--trainer.max_steps", "2", "--model.kl", "KL", "--model.kl.coef", "0.5")
+@pytest.mark.parametrize("aggregation", ["TokenMean", "SeqMeanTokenMean"])
+def test_micro_batching_gives_the_update_and_logs_of_one_big_batch(tmp_path, aggregation):
+    common = ("--trainer.max_steps", "2", "--model.kl", "KL", "--model.kl.coef", "0.5",
+              "--model.aggregation", aggregation)
     whole = fit(tmp_path, *common, "--model.micro_batch_size", "null", name="whole")
     micro = fit(tmp_path, *common, "--model.micro_batch_size", "3", name="micro")  # 16 = 3+3+3+3+3+1
     assert _max_diff(state(whole.model.policy), state(micro.model.policy)) < 1e-5
