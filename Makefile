@@ -16,7 +16,7 @@ test:
 
 # The vLLM engine against real vLLM (CPU build) in its own virtualenv: `bash scripts/setup_vllm_cpu.sh` first.
 test-vllm:
-	VLLM_CPU_KVCACHE_SPACE=1 .venv-vllm/bin/python -m pytest -q -m vllm tests/test_vllm_engine.py
+	VLLM_CPU_KVCACHE_SPACE=1 .venv-vllm/bin/python -m pytest -q -m vllm tests/test_vllm_engine.py tests/training/test_vllm_fit.py
 
 demo:  # both cores
 	OMP_NUM_THREADS=2 $(PY) scripts/prepare_demo_model.py

@@ -12,6 +12,7 @@ transformers forward pass at an absolute tolerance of 1e-4 nats.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -311,3 +312,127 @@ def test_two_ranks_each_run_their_own_engine(engine, tmp_path):
         "rank 0 ok external_launcher",
         "rank 1 ok external_launcher",
     ]
+
+
+_TENSOR_PARALLEL = textwrap.dedent(
+    """
+    import json, sys
+    import torch, torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from transformers import AutoConfig, AutoTokenizer, Qwen2ForCausalLM
+    from rlvr_lightning.data.engines import HFEngine
+    from rlvr_lightning.data.types import SamplingConfig
+    from rlvr_lightning.data.vllm_engine import VLLMEngine
+
+    asset, path, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    tok = AutoTokenizer.from_pretrained(asset)
+    config = AutoConfig.from_pretrained(asset)
+    config.initializer_range = 0.1
+    torch.manual_seed(1)
+    new = Qwen2ForCausalLM(config).float().eval()
+    sharded = Qwen2ForCausalLM(config).float().eval()
+    sharded.load_state_dict(new.state_dict())
+    mesh = init_device_mesh("cpu", (world,))
+    for layer in sharded.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(sharded, mesh=mesh)
+
+    engine = VLLMEngine(model=path, dtype="float32", enforce_eager=True, max_model_len=128, tensor_parallel_size=2)
+    engine.setup(tok)
+    # ranks hold different numbers of prompts, so each rank's slice of the group's outputs is checked
+    prompts = [tok(f"{rank}+{k}=").input_ids for k in range(rank % 2 + 1)]
+    greedy = SamplingConfig(n=1, temperature=0.0, max_new_tokens=10)
+    engine.update_weights(sharded)  # FSDP2 DTensors, gathered by all ranks; vLLM keeps its tensor-parallel shard
+    hf = HFEngine()
+    hf.setup(tok)
+    hf.update_weights(new)
+    got = [g[0].token_ids for g in engine.generate(prompts, greedy)]
+    want = [g[0].token_ids for g in hf.generate(prompts, greedy)]
+    assert got == want, (rank, got, want)
+
+    # sampled log-probs are those of the new policy at the sampling temperature
+    sampling = SamplingConfig(n=2, temperature=0.8, max_new_tokens=8, logprobs=True)
+    seeds = [100 * rank + k for k in range(len(prompts))]
+    groups = engine.generate(prompts, sampling, seed=seeds)
+    assert [len(g) for g in groups] == [2] * len(prompts)
+    worst = 0.0
+    for prompt, group in zip(prompts, groups):
+        for s in group:
+            ids = torch.tensor([prompt + s.token_ids])
+            with torch.no_grad():
+                logits = new(ids).logits[0, len(prompt) - 1 : -1].double() / 0.8
+            ref = torch.log_softmax(logits, -1).gather(-1, torch.tensor(s.token_ids)[:, None]).squeeze(-1)
+            worst = max(worst, (torch.tensor(s.logprobs, dtype=torch.float64) - ref).abs().max().item())
+    assert worst < 1e-4, (rank, worst)
+
+    # a rank's seeded samples do not depend on what its tensor-parallel partner asks for
+    partner = [tok("999*9=").input_ids] * (3 if rank % 2 else 1)
+    mine_again = engine.generate(prompts if rank % 2 == 0 else partner, sampling,
+                                 seed=seeds if rank % 2 == 0 else [7] * len(partner))
+    if rank % 2 == 0:
+        assert [[s.token_ids for s in g] for g in mine_again] == [[s.token_ids for s in g] for g in groups]
+
+    # ranks of one engine that disagree on the sampling settings all get the same clear error
+    try:
+        engine.generate(prompts, SamplingConfig(n=1, temperature=0.5 + rank % 2, max_new_tokens=4))
+        error = ""
+    except ValueError as err:
+        error = str(err)
+    assert "different sampling settings" in error, error
+
+    cfg = engine._llm.llm_engine.vllm_config.parallel_config
+    with open(out + f".{rank}", "w") as f:  # one file per rank: printed lines of several ranks interleave
+        json.dump({"backend": cfg.distributed_executor_backend, "tp": cfg.tensor_parallel_size,
+                   "answers": got}, f)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("world", [2, 4])
+def test_tensor_parallel_engine_syncs_sharded_weights_and_serves_each_rank(engine, tmp_path, world):
+    """``tensor_parallel_size=2`` on ``world`` gloo ranks: every 2 ranks form one engine (world 4: two of them).
+
+    The policy is FSDP2-sharded over all ranks; after ``update_weights`` each rank's greedy answers to its own
+    prompts equal ``HFEngine``'s on the same weights, and sampled log-probs match a transformers forward pass.
+    """
+    script = tmp_path / "tensor_parallel.py"
+    script.write_text(_TENSOR_PARALLEL)
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world),
+        str(script), str(ASSET), engine.model, str(tmp_path / "result"),
+    ]
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = [json.loads((tmp_path / f"result.{r}").read_text()) for r in range(world)]
+    assert {(r["backend"], r["tp"]) for r in results} == {("external_launcher", 2)}
+    answers = [tuple(map(tuple, r["answers"])) for r in results]
+    assert len(set(answers)) == world  # every rank got the answers to its own prompts
+
+
+def test_tensor_parallel_size_must_divide_the_world(monkeypatch):
+    """Checked before vLLM starts, naming both numbers."""
+    import vllm
+
+    monkeypatch.setattr("rlvr_lightning.data.vllm_engine._distributed_world_size", lambda: 3)
+    monkeypatch.setattr(vllm, "LLM", lambda **kw: pytest.fail("vLLM started"))
+    with pytest.raises(ValueError, match="tensor_parallel_size=2 does not divide the world size 3"):
+        VLLMEngine(model="x", tensor_parallel_size=2).llm
+
+
+def test_single_process_tensor_parallel_engine_refuses_weight_updates(monkeypatch, models):
+    """One process with tensor_parallel_size=2: vLLM's workers would be processes of its own, out of reach."""
+    import vllm
+
+    started = []
+    monkeypatch.setattr("rlvr_lightning.data.vllm_engine._distributed_world_size", lambda: 1)
+    monkeypatch.setattr(vllm, "LLM", lambda **kw: started.append(kw) or SimpleNamespace())
+    engine = VLLMEngine(model="x", tensor_parallel_size=2)
+    with pytest.raises(RuntimeError, match="run the trainer on that many ranks"):
+        engine.update_weights(models[0])
+    assert started[0]["tensor_parallel_size"] == 2
+    assert "distributed_executor_backend" not in started[0]  # vLLM chooses its multiprocess executor

@@ -19,8 +19,12 @@ serialization, through the worker's ``reload_weights`` (reached with ``LLM.colle
 * **Sleep mode.** With ``enable_sleep_mode`` (honoured only where vLLM supports it: CUDA, ROCm, XPU; it is off on
   CPU) :meth:`sleep` offloads the weights and drops the KV cache (``LLM.sleep(level=1)``); :meth:`update_weights`
   wakes the weights first, and :meth:`wake_up` restores the KV cache.
-* **Ranks.** Under ``torch.distributed`` every rank builds its own engine (``tensor_parallel_size=1``) on its own
-  device (vLLM's ``external_launcher`` executor, chosen automatically) and samples its own prompts; see
+* **Ranks.** Under ``torch.distributed`` every rank hosts one vLLM worker on its own device (vLLM's
+  ``external_launcher`` executor, chosen automatically). With ``tensor_parallel_size=1`` each rank is a whole
+  engine and samples its own prompts. With ``tensor_parallel_size=T > 1`` ranks ``[kT, (k+1)T)`` form one
+  tensor-parallel engine: :meth:`VLLMEngine.generate` gathers the prompts (and seeds) of the group's ranks, the
+  group samples them all together, and each rank gets back the samples of its own prompts. For weight sync every
+  rank hands vLLM the full (gathered) tensors and vLLM's weight loaders keep the rank's shard. See
   ``docs/scaling.md``.
 """
 
@@ -70,6 +74,21 @@ def _distributed_world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def _consecutive_gloo_group(size: int) -> Any:
+    """This rank's group among ``[0, size), [size, 2 size), ...`` (gloo: it carries Python objects on CPU).
+
+    Every rank must call this together (each ``new_group`` is collective over the whole world).
+    """
+    dist = torch.distributed
+    world, rank = dist.get_world_size(), dist.get_rank()
+    mine = None
+    for first in range(0, world, size):
+        group = dist.new_group(list(range(first, first + size)), backend="gloo")
+        if first <= rank < first + size:
+            mine = group
+    return mine
+
+
 def _reload_weights(worker: Any, weights: Iterator[tuple[str, Tensor]]) -> None:
     """Run on vLLM's worker: load HF-named ``weights`` in place (layer-wise, then repacked for the kernels)."""
     worker.reload_weights(weights_iterator=weights)
@@ -85,8 +104,10 @@ class VLLMEngine:
         gpu_memory_utilization: fraction of the accelerator's memory vLLM may take (weights, activations, KV
             cache); leave room for the trainer. Ignored on CPU, where ``VLLM_CPU_KVCACHE_SPACE`` (GiB) sizes the
             KV cache.
-        tensor_parallel_size: vLLM tensor-parallel degree; only 1 supports :meth:`update_weights` for now (a
-            tensor-parallel group would need the same prompts on all its ranks).
+        tensor_parallel_size: vLLM tensor-parallel degree ``T``. Above 1 the trainer must run under
+            ``torch.distributed`` with a world size divisible by ``T`` (one rank per device): every ``T``
+            consecutive ranks form one engine. (In a single process vLLM would start ``T`` worker processes of its
+            own, which can generate but cannot receive weights.)
         enable_sleep_mode: free the accelerator memory between rollouts (:meth:`sleep`); turned off where the
             platform has no sleep mode (CPU).
         max_model_len: longest prompt + response (None: the model config's).
@@ -137,6 +158,7 @@ class VLLMEngine:
         self.sleep_mode_active = False
         self._llm: Any = None
         self._in_process = False
+        self._tp_group: Any = None  # gloo group of this rank's tensor-parallel engine (T > 1 under torch.distributed)
         self._asleep: set[str] = set()
 
     # -- RolloutEngine protocol ---------------------------------------------------------------------------------
@@ -167,16 +189,21 @@ class VLLMEngine:
         if sampling.temperature < 0:
             raise ValueError(f"sampling.temperature must be >= 0, got {sampling.temperature}")
         prompts = [[int(t) for t in p] for p in prompt_token_ids]
-        if any(len(p) == 0 for p in prompts):
-            raise ValueError("every prompt needs at least one token")
-        if not prompts:
-            return []
         llm = self.llm
+        # one entry per rank of this engine: (prompts, seed); tensor-parallel ranks must all submit every prompt
+        parts = self._gather_tp_group(prompts, sampling, seed) if self._tp_group is not None else [(prompts, seed)]
+        if any(len(p) == 0 for ps, _ in parts for p in ps):
+            raise ValueError("every prompt needs at least one token")
+        all_prompts = [p for ps, _ in parts for p in ps]
+        if not all_prompts:
+            return []
         if self._asleep:
             self.wake_up()
-        params = self._sampling_params(sampling, len(prompts), seed)
-        outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
-        return [[self._to_sample(c, sampling.logprobs) for c in out.outputs] for out in outputs]
+        params = [sp for ps, s in parts for sp in self._sampling_params(sampling, len(ps), s)]
+        outputs = llm.generate([{"prompt_token_ids": p} for p in all_prompts], params, use_tqdm=False)
+        start = sum(len(ps) for ps, _ in parts[: self._tp_rank()])
+        mine = outputs[start : start + len(prompts)]
+        return [[self._to_sample(c, sampling.logprobs) for c in out.outputs] for out in mine]
 
     def update_weights(self, policy: nn.Module) -> None:
         """Load ``policy``'s current weights into vLLM (time taken in :attr:`last_sync_seconds`).
@@ -188,7 +215,8 @@ class VLLMEngine:
         if not self._in_process:
             raise RuntimeError(
                 "VLLMEngine.update_weights needs vLLM's worker in this process: set "
-                "VLLM_ENABLE_V1_MULTIPROCESSING=0 (or leave it unset) and tensor_parallel_size=1"
+                "VLLM_ENABLE_V1_MULTIPROCESSING=0 (or leave it unset), and with tensor_parallel_size > 1 run the "
+                "trainer on that many ranks (e.g. --trainer.devices), one vLLM worker per rank"
             )
         if "weights" in self._asleep:
             llm.wake_up(tags=["weights"])
@@ -231,18 +259,45 @@ class VLLMEngine:
             "seed": self.seed,
             "logprobs_mode": "processed_logprobs",
         }
-        if _distributed_world_size() > 1:
+        world = _distributed_world_size()
+        tp = self.tensor_parallel_size
+        if world > 1:
+            if world % tp:
+                raise ValueError(
+                    f"tensor_parallel_size={tp} does not divide the world size {world}: every "
+                    f"{tp} consecutive ranks form one vLLM engine"
+                )
             # one vLLM worker inside every trainer rank, on that rank's device (vLLM's "uni" executor would put
-            # every rank's worker on device 0); each rank samples its own prompts
+            # every rank's worker on device 0); ranks [kT, (k+1)T) form engine k (vLLM's own rank layout)
             kwargs["distributed_executor_backend"] = "external_launcher"
             os.environ.setdefault("RANK", str(torch.distributed.get_rank()))
             os.environ.setdefault(
                 "LOCAL_RANK", str(torch.cuda.current_device() if torch.cuda.is_available() else 0)
             )
+            if tp > 1:
+                self._tp_group = _consecutive_gloo_group(tp)
         kwargs.update(self.engine_kwargs)
         llm = vllm.LLM(**kwargs)
-        self._in_process = not envs.VLLM_ENABLE_V1_MULTIPROCESSING and self.tensor_parallel_size == 1
+        external = kwargs.get("distributed_executor_backend") == "external_launcher"
+        self._in_process = external or (not envs.VLLM_ENABLE_V1_MULTIPROCESSING and tp == 1)
         return llm
+
+    def _tp_rank(self) -> int:
+        return torch.distributed.get_rank(self._tp_group) if self._tp_group is not None else 0
+
+    def _gather_tp_group(
+        self, prompts: list[list[int]], sampling: SamplingConfig, seed: int | Sequence[int] | None
+    ) -> list[tuple[list[list[int]], int | list[int] | None]]:
+        """Every rank's ``(prompts, seed)`` in this rank's tensor-parallel group, in rank order."""
+        seed = seed if seed is None or isinstance(seed, int) else [int(s) for s in seed]
+        gathered: list[Any] = [None] * self.tensor_parallel_size
+        torch.distributed.all_gather_object(gathered, (prompts, seed, sampling), group=self._tp_group)
+        if any(g[2] != sampling for g in gathered):
+            raise ValueError(
+                "the ranks of a tensor-parallel vLLM engine were given different sampling settings: "
+                f"{sorted({str(g[2]) for g in gathered})}"
+            )
+        return [(g[0], g[1]) for g in gathered]
 
     def _sampling_params(
         self, sampling: SamplingConfig, num_prompts: int, seed: int | Sequence[int] | None
