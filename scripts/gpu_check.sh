@@ -25,7 +25,7 @@ for f in Path("assets/tiny-qwen2").iterdir():
 PY
 python -m rlvr_lightning.cli fit --config configs/smoke.yaml \
   --trainer.accelerator "$ACCELERATOR" --trainer.devices 1 \
-  --trainer.strategy lightning.pytorch.strategies.ModelParallelStrategy \
+  --trainer.strategy rlvr_lightning.checkpoint.AtomicModelParallelStrategy \
   --trainer.strategy.data_parallel_size 1 --trainer.strategy.tensor_parallel_size 1 \
   --trainer.max_steps 8 --trainer.logger.init_args.save_dir "$OUT" --trainer.logger.init_args.name fit \
   --checkpoint.every_n_train_steps 1000 \
