@@ -7,8 +7,9 @@ A reward is a plain callable ``(completions: list[str], answers: list[str], **kw
 from rlvr_lightning.data.rewards import (
     ExactMatchReward,
     MathVerifyReward,
+    TimeLimitedReward,
     extract_last_number,
     resolve_reward,
 )
 
-__all__ = ["ExactMatchReward", "MathVerifyReward", "extract_last_number", "resolve_reward"]
+__all__ = ["ExactMatchReward", "MathVerifyReward", "TimeLimitedReward", "extract_last_number", "resolve_reward"]

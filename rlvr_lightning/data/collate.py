@@ -5,26 +5,16 @@ Shapes: P prompts, B sequences, Tp prompt tokens, T response tokens.
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 import torch
 
-from rlvr_lightning.data.rewards import reward_name
+from rlvr_lightning.data.rewards import accepts_keyword, reward_name
 from rlvr_lightning.data.types import RolloutBatch, Sample
 
 __all__ = ["collate_samples", "score_completions"]
-
-
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.kind is p.VAR_KEYWORD or p.name == name for p in params)
 
 
 def score_completions(
@@ -52,7 +42,7 @@ def score_completions(
     for fn, w in zip(reward_fns, weights, strict=True):
         name = reward_name(fn)
         try:
-            kwargs = {"prompts": prompts} if prompts is not None and _accepts(fn, "prompts") else {}
+            kwargs = {"prompts": prompts} if prompts is not None and accepts_keyword(fn, "prompts") else {}
             values = np.asarray(fn(completions, answers, **kwargs), dtype=np.float64)
             if values.shape != (len(completions),):
                 raise ValueError(

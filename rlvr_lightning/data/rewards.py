@@ -10,22 +10,35 @@ never evaluated, only parsed. Completions longer than ``max_chars`` are cut to t
 Each call leaves counters in ``last_stats`` (reset per call): ``timeouts``, ``unparsed`` (no answer found in the
 completion), ``gold_unparsed`` (the reference answer could not be parsed), ``errors`` (the checker failed),
 ``clipped`` (completions cut to ``max_chars``).
+
+:class:`TimeLimitedReward` gives any reward of one's own the same protection: it runs in a worker process with a
+wall-clock limit per chunk of completions, and a chunk that overruns scores ``failure_score`` and counts in
+``last_stats["timeouts"]``.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import multiprocessing as mp
 import re
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-__all__ = ["ExactMatchReward", "MathVerifyReward", "extract_last_number", "resolve_reward", "reward_name"]
+__all__ = [
+    "ExactMatchReward",
+    "MathVerifyReward",
+    "TimeLimitedReward",
+    "extract_last_number",
+    "resolve_reward",
+    "reward_name",
+]
 
 # worker verdicts
 _CORRECT, _WRONG, _UNPARSED, _GOLD_UNPARSED, _ERROR = range(5)
@@ -81,20 +94,46 @@ def _worker_loop(conn: Connection) -> None:  # runs in the child process
             return
 
 
+def _reward_worker_loop(conn: Connection, spec: Any) -> None:  # runs in the child process
+    """Serve ``(completions, answers, kwargs)`` requests with the reward ``spec`` (an import path or a callable)."""
+    try:
+        fn = resolve_reward(spec)
+    except Exception as err:  # noqa: BLE001 - reported to the parent
+        conn.send(("failed", f"{type(err).__name__}: {err}"))
+        return
+    conn.send("ready")
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        completions, answers, kwargs = msg
+        try:
+            conn.send(("ok", [float(v) for v in fn(completions, answers, **kwargs)]))
+        except Exception as err:  # noqa: BLE001 - reported to the parent
+            conn.send(("error", f"{type(err).__name__}: {err}"))
+
+
 class _Worker:
-    def __init__(self, ctx: Any, startup_timeout: float) -> None:
+    def __init__(
+        self, ctx: Any, startup_timeout: float, target: Callable[..., None] = _worker_loop, args: tuple = (),
+        what: str = "a math-verify worker process",
+    ) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_loop, args=(child,), daemon=True)
+        self.proc = ctx.Process(target=target, args=(child, *args), daemon=True)
         self.proc.start()
         child.close()
         # start-up (imports) is not counted against the per-completion timeout
         try:
-            ok = self.conn.poll(startup_timeout) and self.conn.recv() == "ready"
+            msg = self.conn.recv() if self.conn.poll(startup_timeout) else None
         except (EOFError, OSError):
-            ok = False
-        if not ok:
+            msg = None
+        if msg != "ready":
             self.kill()
-            raise RuntimeError(f"a math-verify worker process did not start within {startup_timeout} s")
+            why = f": {msg[1]}" if isinstance(msg, tuple) else f" within {startup_timeout} s"
+            raise RuntimeError(f"{what} did not start{why}")
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -267,6 +306,150 @@ class MathVerifyReward:
         new = self._new_worker()
         self._workers[self._workers.index(w)] = new
         return new
+
+
+class TimeLimitedReward:
+    """Any reward, run in a worker process with a wall-clock limit: a hung or runaway check cannot stall training.
+
+    The reward is imported (or unpickled) in a child process (``forkserver`` start, else ``spawn``), which then
+    serves every call. Completions go to it in chunks of ``chunk_size``; a chunk that takes longer than
+    ``timeout`` seconds scores ``failure_score`` for each of its completions, counts them in
+    ``last_stats["timeouts"]`` and warns, and the worker is killed and replaced. An exception inside the reward
+    is raised here as a ``RuntimeError`` naming the reward (the DataModule then scores the batch 0 and counts an
+    error, or stops with ``data.strict_rewards``). ``prompts=`` is passed on only when the reward accepts it.
+
+    Logged under the inner reward's name. In a config::
+
+        data:
+          rewards:
+            - class_path: rlvr_lightning.rewards.TimeLimitedReward
+              init_args: {reward: mypkg.rewards.unit_tests_pass, timeout: 30.0, chunk_size: 8}
+
+    Args:
+        reward: the reward, as an import path ``"pkg.module.name"`` (a class is instantiated in the worker) or a
+            picklable callable (e.g. a module-level function).
+        timeout: seconds a chunk may take (the worker's start-up, imports included, is not counted).
+        chunk_size: completions per request to the worker (None: the whole batch in one request; 1: a limit
+            per completion, at the cost of one round trip each).
+        failure_score: the score of a completion whose chunk timed out.
+        startup_timeout: seconds the worker may take to start and import the reward.
+    """
+
+    def __init__(
+        self,
+        reward: Callable[..., list[float]] | str,
+        timeout: float = 60.0,
+        chunk_size: int | None = None,
+        failure_score: float = 0.0,
+        startup_timeout: float = 120.0,
+    ) -> None:
+        if timeout <= 0 or startup_timeout <= 0:
+            raise ValueError(f"timeout and startup_timeout must be > 0 seconds, got {timeout}, {startup_timeout}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+        inner = resolve_reward(reward)  # fails here, naming the path, if it cannot be imported
+        self.__name__ = reward_name(inner)
+        self._takes_prompts = accepts_keyword(inner, "prompts")
+        self.reward = reward
+        self.timeout = float(timeout)
+        self.chunk_size = chunk_size
+        self.failure_score = float(failure_score)
+        self.startup_timeout = float(startup_timeout)
+        self.last_stats: dict[str, int] = {}
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self._lock = threading.Lock()
+        self._workers: list[_Worker] = []  # at most one; a list so the finalizer sees replacements
+        self._finalizer = weakref.finalize(self, _shutdown, self._workers)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for k in ("_lock", "_workers", "_finalizer"):
+            state.pop(k, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
+    def __repr__(self) -> str:
+        return (f"TimeLimitedReward(reward={self.reward!r}, timeout={self.timeout}, chunk_size={self.chunk_size}, "
+                f"failure_score={self.failure_score})")
+
+    def close(self) -> None:
+        """Stop the worker process (it restarts on the next call)."""
+        with self._lock:
+            _shutdown(self._workers)
+
+    def __call__(self, completions: list[str], answers: list[str], **kwargs: Any) -> list[float]:
+        """The inner reward's scores for the ``B`` completions, ``failure_score`` where a chunk timed out."""
+        if len(completions) != len(answers):
+            raise ValueError(f"got {len(completions)} completions but {len(answers)} answers")
+        if not self._takes_prompts:
+            kwargs.pop("prompts", None)
+        size = self.chunk_size or max(1, len(completions))
+        stats = {"timeouts": 0}
+        scores: list[float] = []
+        with self._lock:
+            for start in range(0, len(completions), size):
+                chunk = slice(start, start + size)
+                part = {k: (v[chunk] if isinstance(v, list) and len(v) == len(completions) else v)
+                        for k, v in kwargs.items()}
+                got = self._request(list(completions[chunk]), list(answers[chunk]), part)
+                if got is None:
+                    stats["timeouts"] += len(completions[chunk])
+                    got = [self.failure_score] * len(completions[chunk])
+                scores.extend(got)
+        self.last_stats = stats
+        if stats["timeouts"]:
+            warnings.warn(f"reward {self.__name__} overran its {self.timeout} s limit: {stats['timeouts']} "
+                          f"completions scored {self.failure_score}", RuntimeWarning, stacklevel=2)
+        return scores
+
+    def _request(self, completions: list[str], answers: list[str], kwargs: dict[str, Any]) -> list[float] | None:
+        """One chunk's scores from the worker; None if it overran (the worker is then replaced)."""
+        if not self._workers:
+            self._workers.append(self._new_worker())
+        w = self._workers[0]
+        try:
+            w.conn.send((completions, answers, kwargs))
+        except (OSError, ValueError):  # the worker died since the last call: start another, once
+            w = self._restart(w)
+            w.conn.send((completions, answers, kwargs))
+        if not w.conn.poll(self.timeout):
+            self._restart(w)
+            return None
+        try:
+            status, value = w.conn.recv()
+        except (EOFError, OSError):
+            self._restart(w)
+            raise RuntimeError(f"reward {self.__name__}: its worker process died on this batch") from None
+        if status != "ok":
+            raise RuntimeError(f"reward {self.__name__} raised in its worker process: {value}")
+        if len(value) != len(completions):
+            raise ValueError(f"reward {self.__name__} returned {len(value)} scores for {len(completions)} completions")
+        return value
+
+    def _new_worker(self) -> _Worker:
+        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        return _Worker(mp.get_context(method), self.startup_timeout, target=_reward_worker_loop,
+                       args=(self.reward,), what=f"the worker process of reward {self.__name__}")
+
+    def _restart(self, w: _Worker) -> _Worker:
+        w.kill()
+        new = self._new_worker()
+        self._workers[0] = new
+        return new
+
+
+def accepts_keyword(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` can be called with the keyword argument ``name`` (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_KEYWORD or p.name == name for p in params)
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
