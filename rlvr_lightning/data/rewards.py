@@ -62,15 +62,9 @@ def _worker_loop(conn: Connection) -> None:  # runs in the child process
         verify(_parse_gold("1"), parse("\\boxed{1}", parsing_timeout=None), timeout_seconds=None)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001
         pass
-    conn.send("ready")
     gold_cache: dict[str, list[Any]] = {}
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
+
+    def check(msg: tuple[str, str]) -> int:
         gold, pred = msg
         try:
             if gold not in gold_cache:
@@ -79,17 +73,29 @@ def _worker_loop(conn: Connection) -> None:  # runs in the child process
                 gold_cache[gold] = _parse_gold(gold)
             g = gold_cache[gold]
             if not g:
-                verdict = _GOLD_UNPARSED
-            else:
-                p = parse(pred, parsing_timeout=None)  # type: ignore[arg-type]
-                if not p:
-                    verdict = _UNPARSED
-                else:
-                    verdict = _CORRECT if verify(g, p, timeout_seconds=None) else _WRONG
+                return _GOLD_UNPARSED
+            p = parse(pred, parsing_timeout=None)  # type: ignore[arg-type]
+            if not p:
+                return _UNPARSED
+            return _CORRECT if verify(g, p, timeout_seconds=None) else _WRONG
         except BaseException:  # noqa: BLE001 - anything the checker raises is a failed check
-            verdict = _ERROR
+            return _ERROR
+
+    _serve(conn, check)
+
+
+def _serve(conn: Connection, handle: Callable[[Any], Any]) -> None:  # runs in the child process
+    """Say ``"ready"``, then answer every request with ``handle(request)`` until ``None`` or a closed pipe."""
+    conn.send("ready")
+    while True:
         try:
-            conn.send(verdict)
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        try:
+            conn.send(handle(msg))
         except (EOFError, OSError):
             return
 
@@ -101,19 +107,15 @@ def _reward_worker_loop(conn: Connection, spec: Any) -> None:  # runs in the chi
     except Exception as err:  # noqa: BLE001 - reported to the parent
         conn.send(("failed", f"{type(err).__name__}: {err}"))
         return
-    conn.send("ready")
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
+
+    def score(msg: tuple[list[str], list[str], dict[str, Any]]) -> tuple[str, Any]:
         completions, answers, kwargs = msg
         try:
-            conn.send(("ok", [float(v) for v in fn(completions, answers, **kwargs)]))
+            return "ok", [float(v) for v in fn(completions, answers, **kwargs)]
         except Exception as err:  # noqa: BLE001 - reported to the parent
-            conn.send(("error", f"{type(err).__name__}: {err}"))
+            return "error", f"{type(err).__name__}: {err}"
+
+    _serve(conn, score)
 
 
 class _Worker:
@@ -164,7 +166,32 @@ def _clean(text: Any, max_chars: int) -> tuple[str, bool]:
     return text, False
 
 
-class MathVerifyReward:
+class _WorkerOwner:
+    """Base of the rewards that own worker processes: a lock, the workers (stopped when the reward is garbage
+    collected) and the start context, none of which is pickled (a copy starts workers of its own)."""
+
+    _RUNTIME = ("_lock", "_workers", "_ctx", "_finalizer")
+
+    def _init_runtime(self) -> None:
+        self._lock = threading.Lock()
+        self._workers: list[_Worker] = []
+        self._ctx: Any = None
+        self._finalizer = weakref.finalize(self, _shutdown, self._workers)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._RUNTIME}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
+    def close(self) -> None:
+        """Stop the worker processes (they restart on the next call)."""
+        with self._lock:
+            _shutdown(self._workers)
+
+
+class MathVerifyReward(_WorkerOwner):
     """``correct_score`` when the completion's answer equals the reference (by math-verify), else lower scores.
 
     The reference is parsed as LaTeX (wrapped in ``\\boxed{}`` when it has no ``$``/``\\boxed``), the completion
@@ -201,33 +228,12 @@ class MathVerifyReward:
         self.last_stats: dict[str, int] = {}
         self._init_runtime()
 
-    def _init_runtime(self) -> None:
-        self._lock = threading.Lock()
-        self._workers: list[_Worker] = []
-        self._ctx: Any = None
-        self._finalizer = weakref.finalize(self, _shutdown, self._workers)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for k in ("_lock", "_workers", "_ctx", "_finalizer"):
-            state.pop(k, None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_runtime()
-
     def __repr__(self) -> str:
         return (
             f"MathVerifyReward(correct_score={self.correct_score}, format_score={self.format_score}, "
             f"failure_score={self.failure_score}, timeout={self.timeout}, max_chars={self.max_chars}, "
             f"num_workers={self.num_workers})"
         )
-
-    def close(self) -> None:
-        """Stop the worker processes (they restart on the next call)."""
-        with self._lock:
-            _shutdown(self._workers)
 
     def _new_worker(self) -> _Worker:
         if self._ctx is None:
@@ -308,7 +314,7 @@ class MathVerifyReward:
         return new
 
 
-class TimeLimitedReward:
+class TimeLimitedReward(_WorkerOwner):
     """Any reward, run in a worker process with a wall-clock limit: a hung or runaway check cannot stall training.
 
     The reward is imported (or unpickled) in a child process (``forkserver`` start, else ``spawn``), which then
@@ -358,29 +364,9 @@ class TimeLimitedReward:
         self.last_stats: dict[str, int] = {}
         self._init_runtime()
 
-    def _init_runtime(self) -> None:
-        self._lock = threading.Lock()
-        self._workers: list[_Worker] = []  # at most one; a list so the finalizer sees replacements
-        self._finalizer = weakref.finalize(self, _shutdown, self._workers)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for k in ("_lock", "_workers", "_finalizer"):
-            state.pop(k, None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_runtime()
-
     def __repr__(self) -> str:
         return (f"TimeLimitedReward(reward={self.reward!r}, timeout={self.timeout}, chunk_size={self.chunk_size}, "
                 f"failure_score={self.failure_score})")
-
-    def close(self) -> None:
-        """Stop the worker process (it restarts on the next call)."""
-        with self._lock:
-            _shutdown(self._workers)
 
     def __call__(self, completions: list[str], answers: list[str], **kwargs: Any) -> list[float]:
         """The inner reward's scores for the ``B`` completions, ``failure_score`` where a chunk timed out."""
@@ -432,8 +418,9 @@ class TimeLimitedReward:
         return value
 
     def _new_worker(self) -> _Worker:
-        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        return _Worker(mp.get_context(method), self.startup_timeout, target=_reward_worker_loop,
+        if self._ctx is None:
+            self._ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+        return _Worker(self._ctx, self.startup_timeout, target=_reward_worker_loop,
                        args=(self.reward,), what=f"the worker process of reward {self.__name__}")
 
     def _restart(self, w: _Worker) -> _Worker:
