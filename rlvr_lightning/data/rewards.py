@@ -353,9 +353,11 @@ class TimeLimitedReward(_WorkerOwner):
             raise ValueError(f"timeout and startup_timeout must be > 0 seconds, got {timeout}, {startup_timeout}")
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
-        inner = resolve_reward(reward)  # fails here, naming the path, if it cannot be imported
-        self.__name__ = reward_name(inner)
-        self._takes_prompts = accepts_keyword(inner, "prompts")
+        # imported here too, to fail early naming the path; a class is instantiated only in the worker
+        inner = _import_reward(reward)
+        is_class = isinstance(inner, type)
+        self.__name__ = inner.__name__ if is_class else reward_name(inner)
+        self._takes_prompts = accepts_keyword(inner.__call__ if is_class else inner, "prompts")
         self.reward = reward
         self.timeout = float(timeout)
         self.chunk_size = chunk_size
@@ -471,6 +473,12 @@ class ExactMatchReward:
 
 def resolve_reward(spec: Callable[..., list[float]] | str) -> Callable[..., list[float]]:
     """A reward callable from itself or from an import path ``"pkg.module.name"`` (a class is instantiated)."""
+    obj = _import_reward(spec)
+    return obj() if isinstance(obj, type) else obj
+
+
+def _import_reward(spec: Callable[..., list[float]] | str) -> Any:
+    """What ``spec`` names (a class is returned as it is), checked to be callable; errors name the path."""
     if callable(spec) and not isinstance(spec, str):
         return spec
     if not isinstance(spec, str) or "." not in spec:
@@ -480,9 +488,7 @@ def resolve_reward(spec: Callable[..., list[float]] | str) -> Callable[..., list
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"cannot import reward {spec!r}: {e}") from None
-    if isinstance(obj, type):
-        obj = obj()
-    if not callable(obj):
+    if not callable(obj) or (isinstance(obj, type) and "__call__" not in dir(obj)):  # instances not callable
         raise ValueError(f"reward {spec!r} is not callable")
     return obj
 

@@ -31,3 +31,19 @@ class WorkerPid:
 
     def __call__(self, completions: list[str], answers: list[str]) -> list[float]:
         return [float(os.getpid())] * len(completions)
+
+
+class NotCallable:
+    """A class whose instances cannot score anything."""
+
+
+class CountsInstances:
+    """Counts its instances in the process it is created in."""
+
+    made = 0
+
+    def __init__(self) -> None:
+        type(self).made += 1
+
+    def __call__(self, completions: list[str], answers: list[str]) -> list[float]:
+        return [float(type(self).made)] * len(completions)

@@ -88,9 +88,21 @@ def test_an_exception_in_the_reward_names_it():
         reward.close()
 
 
+def test_a_class_is_instantiated_in_the_worker_only():
+    reward = TimeLimitedReward("limited_rewards.CountsInstances", timeout=30)
+    try:
+        assert reward.__name__ == "CountsInstances"
+        assert reward(["a"], ["1"]) == [1.0]  # one instance, in the worker
+        assert limited_rewards.CountsInstances.made == 0  # none here
+    finally:
+        reward.close()
+
+
 def test_bad_settings_are_refused_with_the_reason():
     with pytest.raises(ValueError, match="cannot import reward 'limited_rewards.nope'"):
         TimeLimitedReward("limited_rewards.nope")
+    with pytest.raises(ValueError, match="reward 'limited_rewards.NotCallable' is not callable"):
+        TimeLimitedReward("limited_rewards.NotCallable")
     with pytest.raises(ValueError, match="timeout"):
         TimeLimitedReward("limited_rewards.length_reward", timeout=0)
     with pytest.raises(ValueError, match="chunk_size"):
