@@ -38,10 +38,10 @@ def test_runs_in_another_process_and_instantiates_a_class_there():
 
 
 def test_a_hung_chunk_scores_failure_and_the_worker_is_replaced():
-    reward = TimeLimitedReward("limited_rewards.hangs_on_marker", timeout=1.0, chunk_size=1, failure_score=-1.0)
+    reward = TimeLimitedReward("limited_rewards.hangs_on_marker", timeout=3.0, chunk_size=1, failure_score=-1.0)
     try:
         t0 = time.monotonic()
-        with pytest.warns(RuntimeWarning, match="hangs_on_marker overran its 1.0 s limit: 1 completions"):
+        with pytest.warns(RuntimeWarning, match="hangs_on_marker overran its 3.0 s limit: 1 completions"):
             scores = reward(["ok", "HANG here", "fine"], ["1", "2", "3"])
         assert scores == [1.0, -1.0, 1.0]
         assert reward.last_stats == {"timeouts": 1}
@@ -53,7 +53,7 @@ def test_a_hung_chunk_scores_failure_and_the_worker_is_replaced():
 
 
 def test_the_data_modules_scoring_counts_the_timeouts():
-    reward = TimeLimitedReward("limited_rewards.hangs_on_marker", timeout=1.0, chunk_size=2)
+    reward = TimeLimitedReward("limited_rewards.hangs_on_marker", timeout=3.0, chunk_size=2)
     try:
         with pytest.warns(RuntimeWarning, match="overran"):
             scores, info = score_completions(["a", "HANG", "c"], ["1", "2", "3"], [reward], weights=[1.0])
