@@ -252,15 +252,7 @@ class RolloutDataModule(pl.LightningDataModule):
         if name not in self._eval:
             if name not in self.eval_sets:
                 raise KeyError(f"no eval set named {name!r}; sets: {sorted(self.eval_sets)}")
-            records, dropped = load_eval_set(
-                self.eval_sets[name],
-                self.tokenizer,
-                prompt_template=self.prompt_template,
-                chat_template=self.chat_template,
-                system_prompt=self.system_prompt,
-                max_prompt_length=self.max_prompt_length,
-                overlong_prompts=self.overlong_prompts,
-            )
+            records, dropped = load_eval_set(self.eval_sets[name], self.tokenizer, **self._format_options())
             self._warn_dropped(dropped, dropped + len(records), f"eval set {name!r}")
             self._eval[name] = records
         return self._eval[name]
@@ -481,17 +473,19 @@ class RolloutDataModule(pl.LightningDataModule):
             prompt_field=self.prompt_field,
             answer_field=self.answer_field,
         )
-        kept, dropped = format_prompts(
-            records,
-            self.tokenizer,
-            prompt_template=self.prompt_template,
-            chat_template=self.chat_template,
-            system_prompt=self.system_prompt,
-            max_prompt_length=self.max_prompt_length,
-            overlong_prompts=self.overlong_prompts,
-        )
+        kept, dropped = format_prompts(records, self.tokenizer, **self._format_options())
         self._warn_dropped(dropped, len(records))
         return kept
+
+    def _format_options(self) -> dict[str, Any]:
+        """How prompts are formatted, for training and evaluation sets alike."""
+        return {
+            "prompt_template": self.prompt_template,
+            "chat_template": self.chat_template,
+            "system_prompt": self.system_prompt,
+            "max_prompt_length": self.max_prompt_length,
+            "overlong_prompts": self.overlong_prompts,
+        }
 
     def _warn_dropped(self, dropped: int, total: int, what: str = "") -> None:
         if dropped:
