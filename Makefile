@@ -24,3 +24,4 @@ demo:  # both cores
 
 bench:
 	$(PY) benchmarks/logprob_entropy.py
+	$(PY) benchmarks/linear_logprobs.py  # ~9 min on one shared CPU core (the float64 reference is most of it)

@@ -13,6 +13,7 @@ from rlvr_lightning.functional.advantages import (
 )
 from rlvr_lightning.functional.aggregation import AGG_MODES, aggregate
 from rlvr_lightning.functional.kl import KL_KINDS, kl_penalty
+from rlvr_lightning.functional.linear_logits import check_logprobs_and_entropy, linear_logprobs_and_entropy
 from rlvr_lightning.functional.logits import entropy_from_logits, logprobs_and_entropy, logprobs_from_logits
 from rlvr_lightning.functional.reweighting import (
     clip_cov_weights,
@@ -52,6 +53,7 @@ __all__ = [
     "AGG_MODES",
     "KL_KINDS",
     "aggregate",
+    "check_logprobs_and_entropy",
     "cispo_surrogate",
     "clip_cov_weights",
     "clipped_surrogate",
@@ -62,6 +64,7 @@ __all__ = [
     "kl_cov_penalty",
     "kl_cov_select",
     "kl_penalty",
+    "linear_logprobs_and_entropy",
     "logprobs_and_entropy",
     "logprobs_from_logits",
     "masked_mean",
