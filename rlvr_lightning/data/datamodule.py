@@ -32,13 +32,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from rlvr_lightning.data.collate import collate_samples, score_completions
+from rlvr_lightning.data.collate import collate_samples
 from rlvr_lightning.data.dynamic_sampling import resample_groups_without_signal, skip_batches_without_signal
 from rlvr_lightning.data.engines import HFEngine
 from rlvr_lightning.data.evaluation import EvalLoader, EvalSet, eval_batches, eval_seed, load_eval_set
 from rlvr_lightning.data.prompts import PromptRecord, format_prompts, load_records
-from rlvr_lightning.data.rewards import MathVerifyReward, resolve_reward
 from rlvr_lightning.data.types import RolloutBatch, RolloutEngine, SamplingConfig
+from rlvr_lightning.rewards import MathVerifyReward, resolve_reward, score_completions
 
 __all__ = ["RolloutDataModule"]
 

@@ -36,7 +36,6 @@ from rlvr_lightning.data.prompts import PromptRecord, format_prompts, load_recor
 from rlvr_lightning.data.types import RolloutBatch
 from rlvr_lightning.functional.accuracy import group_counts, maj_at_k
 from rlvr_lightning.functional.calibration import sequence_confidence
-from rlvr_lightning.functional.diversity import answer_classes
 from rlvr_lightning.metrics import (
     BrierScore,
     CalibrationError,
@@ -44,6 +43,7 @@ from rlvr_lightning.metrics import (
     PassAtK,
     ResponseDiversity,
     TokenEntropy,
+    answer_classes,
 )
 
 __all__ = [

@@ -39,13 +39,7 @@ from rlvr_lightning.functional.calibration import (
     expected_calibration_error,
     sequence_confidence,
 )
-from rlvr_lightning.functional.diversity import (
-    answer_classes,
-    distinct_n,
-    distinct_n_tokens,
-    num_distinct_answers,
-    self_bleu,
-)
+from rlvr_lightning.functional.diversity import distinct_n, distinct_n_tokens, self_bleu
 from rlvr_lightning.functional.entropy_stats import covariance_stats, token_entropy_stats
 
 __all__ = [
@@ -80,7 +74,6 @@ __all__ = [
 
 __all__ += [
     "CONFIDENCE_KINDS",
-    "answer_classes",
     "avg_at_k",
     "brier_score",
     "confidence_auroc",
@@ -90,7 +83,6 @@ __all__ += [
     "expected_calibration_error",
     "group_counts",
     "maj_at_k",
-    "num_distinct_answers",
     "pass_at_k",
     "self_bleu",
     "sequence_confidence",

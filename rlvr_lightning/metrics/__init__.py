@@ -8,7 +8,7 @@ returning several values return a dict from ``compute()``: log it with ``Lightni
 
 from rlvr_lightning.metrics.accuracy import PassAtK
 from rlvr_lightning.metrics.calibration import BrierScore, CalibrationError, ConfidenceAUROC
-from rlvr_lightning.metrics.diversity import ResponseDiversity
+from rlvr_lightning.metrics.diversity import ResponseDiversity, answer_classes, num_distinct_answers
 from rlvr_lightning.metrics.entropy import EntropyDynamics, TokenEntropy
 
 __all__ = [
@@ -19,4 +19,6 @@ __all__ = [
     "PassAtK",
     "ResponseDiversity",
     "TokenEntropy",
+    "answer_classes",
+    "num_distinct_answers",
 ]
