@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 
 from rlvr_lightning.data.types import RolloutBatch, concat_batches
+from rlvr_lightning.functional.groups import group_stats
 
 Draw = Callable[[], RolloutBatch]
 GlobalCount = Callable[[int, str], int]  # (value, "sum" | "min") -> the value reduced over ranks
@@ -72,12 +73,8 @@ def group_list(batch: RolloutBatch) -> list[int]:
 
 def signal_groups(batch: RolloutBatch) -> list[int]:
     """Ids of the groups whose scores are not all equal (the ones with a non-zero advantage), in order."""
-    out = []
-    for g in group_list(batch):
-        s = batch.scores[batch.group_ids == g]
-        if bool(s.max() > s.min()):
-            out.append(g)
-    return out
+    stats = group_stats(batch.scores, batch.group_ids)
+    return [int(g) for g in stats.ids[~stats.equal]]
 
 
 def merge_info(batches: list[RolloutBatch]) -> dict[str, float]:

@@ -12,6 +12,7 @@ from rlvr_lightning.functional.advantages import (
     signed_reward_advantages,
 )
 from rlvr_lightning.functional.aggregation import AGG_MODES, aggregate
+from rlvr_lightning.functional.groups import GroupStats, group_stats
 from rlvr_lightning.functional.kl import KL_KINDS, kl_penalty
 from rlvr_lightning.functional.logits import entropy_from_logits, logprobs_and_entropy, logprobs_from_logits
 from rlvr_lightning.functional.reweighting import (
@@ -44,6 +45,7 @@ from rlvr_lightning.functional.entropy_stats import covariance_stats, token_entr
 
 __all__ = [
     "AGG_MODES",
+    "GroupStats",
     "KL_KINDS",
     "aggregate",
     "cispo_surrogate",
@@ -51,6 +53,7 @@ __all__ = [
     "clipped_surrogate",
     "covariance_score",
     "entropy_from_logits",
+    "group_stats",
     "grpo_advantages",
     "gspo_surrogate",
     "kl_cov_penalty",
