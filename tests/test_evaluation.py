@@ -16,7 +16,8 @@ import pytest
 import torch
 from torchmetrics.functional.classification import binary_auroc, binary_calibration_error
 
-from rlvr_lightning.data.evaluation import EvalMetrics, EvalSet, eval_batches, eval_seed, format_eval_table
+from rlvr_lightning.data.evaluation import EvalSet, eval_batches, eval_seed
+from rlvr_lightning.metrics import EvalMetrics, format_eval_table
 from rlvr_lightning.data.prompts import PromptFormatError, PromptRecord
 from rlvr_lightning.data.types import RolloutBatch
 from rlvr_lightning.functional import distinct_n
