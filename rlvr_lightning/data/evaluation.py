@@ -22,11 +22,10 @@ import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
-
-from rlvr_lightning.data.prompts import PromptRecord, format_prompts, load_records
+from rlvr_lightning.data.prompts import PromptFormat, PromptRecord, PromptSource, format_prompts
+from rlvr_lightning.data.schedule import mix_seed
 from rlvr_lightning.metrics.evaluation import EvalMetrics, format_eval_table  # noqa: F401 - the old import path
 
 __all__ = [
@@ -35,6 +34,7 @@ __all__ = [
     "eval_batches",
     "eval_seed",
     "load_eval_set",
+    "named_eval_sets",
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -110,54 +110,56 @@ class EvalSet:
                 raise ValueError(f"{where}: {field_name} must be >= 1 or null, got {value}")
 
     @property
+    def source(self) -> PromptSource:
+        """Where the set's questions are and which fields hold what."""
+        return PromptSource(self.files, self.dataset, self.split, self.prompt_field, self.answer_field)
+
+    @property
     def ks(self) -> tuple[int, ...]:
         """The sorted, distinct k values of Pass@k."""
         return tuple(sorted(set([1, self.k] if self.pass_ks is None else self.pass_ks)))
 
 
+def named_eval_sets(val: PromptSource, k: int, extra: list[EvalSet]) -> dict[str, EvalSet]:
+    """The evaluation sets by name: ``"val"`` from ``val`` (the DataModule's ``val_files`` / ``val_dataset``, with
+    ``k`` samples per question) when given, then ``extra``; duplicate names are refused."""
+    sets: dict[str, EvalSet] = {}
+    if val.given:
+        sets["val"] = EvalSet(name="val", files=val.files, dataset=val.dataset, split=val.split,
+                              prompt_field=val.prompt_field, answer_field=val.answer_field, k=k)
+    for es in extra:
+        if not isinstance(es, EvalSet):
+            raise TypeError(f"eval_sets entries must be EvalSet, got {type(es).__name__}")
+        if es.name in sets:
+            reason = " (the name of the val_files set)" if es.name == "val" else ""
+            raise ValueError(f"eval_sets: duplicate set name {es.name!r}{reason}")
+        sets[es.name] = es
+    return sets
+
+
 def load_eval_set(
-    eval_set: EvalSet,
-    tokenizer: Any,
-    *,
-    prompt_template: str | None = None,
-    chat_template: bool | None = None,
-    system_prompt: str | None = None,
-    max_prompt_length: int | None = None,
-    overlong_prompts: Literal["drop", "error"] = "drop",
+    eval_set: EvalSet, tokenizer: Any, fmt: PromptFormat | None = None, **options: Any
 ) -> tuple[list[PromptRecord], int]:
     """Read, cut to ``limit`` and format the questions of ``eval_set``.
 
     Args:
         eval_set: the set.
         tokenizer: a Hugging Face tokenizer.
-        prompt_template: the template used when the set has none.
-        chat_template, system_prompt, max_prompt_length, overlong_prompts: as in :func:`format_prompts`.
+        fmt: the format of the DataModule, whose prompt template is used when the set has none (None:
+            ``PromptFormat(**options)``).
+        **options: the fields of :class:`~rlvr_lightning.data.prompts.PromptFormat`, when ``fmt`` is None.
 
     Returns:
         ``(formatted records, number dropped for length)``.
     """
+    fmt = PromptFormat(**options) if fmt is None else fmt
     try:
-        records = load_records(
-            eval_set.files,
-            dataset=eval_set.dataset,
-            split=eval_set.split,
-            prompt_field=eval_set.prompt_field,
-            answer_field=eval_set.answer_field,
-        )
+        records = eval_set.source.load()
     except ValueError as e:
         raise type(e)(f"eval set {eval_set.name!r}: {e}") from None
     if eval_set.limit is not None:
         records = records[: eval_set.limit]
-    template = eval_set.prompt_template if eval_set.prompt_template is not None else prompt_template
-    return format_prompts(
-        records,
-        tokenizer,
-        prompt_template=template,
-        chat_template=chat_template,
-        system_prompt=system_prompt,
-        max_prompt_length=max_prompt_length,
-        overlong_prompts=overlong_prompts,
-    )
+    return format_prompts(records, tokenizer, fmt.with_template(eval_set.prompt_template))
 
 
 def eval_batches(
@@ -229,5 +231,4 @@ class EvalLoader(Sequence):
 
 def eval_seed(seed: int, name: str, batch_idx: int, rank: int = 0) -> int:
     """The engine seed of one validation batch: fixed across validations, so checkpoints see the same draws."""
-    words = [seed, zlib.crc32(name.encode()), batch_idx, rank]
-    return int(np.random.SeedSequence(words).generate_state(1)[0] & 0x7FFFFFFF)
+    return mix_seed(seed, zlib.crc32(name.encode()), batch_idx, rank)

@@ -8,7 +8,7 @@ with a time limit. :func:`score_completions` combines several rewards into one w
 This package imports neither torch nor the rest of rlvr-lightning, so that its worker processes start fast.
 """
 
-from rlvr_lightning.rewards.combine import score_completions
+from rlvr_lightning.rewards.combine import resolve_rewards, score_completions
 from rlvr_lightning.rewards.exact_match import ExactMatchReward, extract_last_number
 from rlvr_lightning.rewards.math_verify import AnswerEquivalence, MathVerifyReward, answer_classes
 from rlvr_lightning.rewards.resolve import accepts_keyword, resolve_reward, reward_name
@@ -23,6 +23,7 @@ __all__ = [
     "answer_classes",
     "extract_last_number",
     "resolve_reward",
+    "resolve_rewards",
     "reward_name",
     "score_completions",
 ]

@@ -1,4 +1,4 @@
-"""Combining several reward functions into one score per completion, with counters for logging."""
+"""Several reward functions: resolved from their specs, and combined into one score per completion."""
 
 from __future__ import annotations
 
@@ -7,9 +7,27 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from rlvr_lightning.rewards.resolve import accepts_keyword, reward_name
+from rlvr_lightning.rewards.resolve import accepts_keyword, resolve_reward, reward_name
 
-__all__ = ["score_completions"]
+__all__ = ["resolve_rewards", "score_completions"]
+
+RewardSpec = Callable[..., list[float]] | str
+
+
+def resolve_rewards(
+    rewards: Sequence[RewardSpec] | RewardSpec, weights: Sequence[float] | None = None
+) -> tuple[list[Callable[..., list[float]]], list[float]]:
+    """The reward callables (see :func:`resolve_reward`) and one weight for each (None: all 1).
+
+    Raises:
+        ValueError: no reward, a reward that cannot be imported, or a number of weights that does not match.
+    """
+    fns = [resolve_reward(r) for r in (rewards if isinstance(rewards, list) else [rewards])]
+    if not fns:
+        raise ValueError("rewards is empty; give at least one reward function")
+    if weights is not None and len(weights) != len(fns):
+        raise ValueError(f"reward_weights has {len(weights)} entries for {len(fns)} rewards")
+    return fns, list(weights) if weights is not None else [1.0] * len(fns)
 
 
 def score_completions(
