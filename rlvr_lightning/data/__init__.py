@@ -5,7 +5,7 @@ The reward functions live in :mod:`rlvr_lightning.rewards`; the ones named here 
 
 from rlvr_lightning.data.collate import collate_samples
 from rlvr_lightning.data.datamodule import RolloutDataModule
-from rlvr_lightning.data.engines import HFEngine
+from rlvr_lightning.data.hf_engine import HFEngine
 from rlvr_lightning.data.prompts import PromptFormatError, PromptRecord, format_prompts, load_records
 from rlvr_lightning.data.types import RolloutBatch, RolloutEngine, Sample, SamplingConfig, concat_batches
 from rlvr_lightning.rewards import (

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from rlvr_lightning.data.collate import collate_samples
 from rlvr_lightning.data.dynamic_sampling import zero_variance_policy
-from rlvr_lightning.data.engines import HFEngine
+from rlvr_lightning.data.hf_engine import HFEngine
 from rlvr_lightning.data.evaluation import EvalLoader, EvalSet, eval_batches, eval_seed, load_eval_set, named_eval_sets
 from rlvr_lightning.data.prompts import PromptFormat, PromptRecord, PromptSource, format_prompts
 from rlvr_lightning.data.schedule import step_prompt_indices, step_sampling_seed
