@@ -65,14 +65,14 @@ class RLVRCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """Refuse a model path that is neither a folder nor a hub name before anything is built or loaded."""
-        from rlvr_lightning.models import _resolve
+        from rlvr_lightning.models import resolve_model_path
 
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         for key in ("model.model", "model.reference_model"):
             path = config.get(key) if config is not None else None
             if path:
                 try:
-                    _resolve(path)
+                    resolve_model_path(path)
                 except FileNotFoundError as err:
                     self.parser.error(f"{key}: {err}")
 

@@ -38,7 +38,7 @@ DTYPES: dict[str, torch.dtype | str] = {
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def _resolve(path: str | os.PathLike[str]) -> tuple[str, bool]:
+def resolve_model_path(path: str | os.PathLike[str]) -> tuple[str, bool]:
     """``(path, is_local)``; raises ``FileNotFoundError`` for a missing local path that is not a hub name."""
     text = os.path.expanduser(os.fspath(path))
     if os.path.isdir(text):
@@ -105,7 +105,7 @@ def load_causal_lm(
         (128, True)
     """
     torch_dtype = _dtype(dtype)
-    location, is_local = _resolve(path)
+    location, is_local = resolve_model_path(path)
     common = {"trust_remote_code": trust_remote_code, "revision": revision}
     with _not_found_as_error(location, is_local):
         if from_scratch:
@@ -148,7 +148,7 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> PreTrainedT
         >>> tok.decode(tok("12+34=46")["input_ids"]), tok.pad_token, tok.eos_token
         ('12+34=46', '<pad>', '<|endoftext|>')
     """
-    location, is_local = _resolve(path)
+    location, is_local = resolve_model_path(path)
     with _not_found_as_error(location, is_local):
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:

@@ -195,12 +195,12 @@ def plot_reliability(confidences: Any, correct: Any, out: str, n_bins: int = 15)
     """
     import torch
 
-    from rlvr_lightning.functional.calibration import _ece_update, expected_calibration_error
+    from rlvr_lightning.functional.calibration import calibration_bins, expected_calibration_error
 
     conf = torch.as_tensor(confidences, dtype=torch.float64).flatten()
     ok = torch.as_tensor(correct).flatten()
     ece = float(expected_calibration_error(conf, ok, n_bins=n_bins))
-    bins = _ece_update(conf, ok, n_bins=n_bins)
+    bins = calibration_bins(conf, ok, n_bins=n_bins)
     bins[:, n_bins - 1] += bins[
         :, n_bins
     ]  # draw confidence 1.0 with the last bin; the ECE above is unchanged

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from rlvr_lightning.data.diversity import (
+from rlvr_lightning.data.subsets import (
     embed_prompts,
     kmeans,
     low_diversity_subset,

@@ -16,10 +16,12 @@ import pytest
 import torch
 from torchmetrics.functional.classification import binary_auroc, binary_calibration_error
 
-from rlvr_lightning.data.evaluation import EvalMetrics, EvalSet, eval_batches, eval_seed, format_eval_table
+from rlvr_lightning.data.evaluation import EvalSet, eval_batches, eval_seed
+from rlvr_lightning.metrics import EvalMetrics, format_eval_table
 from rlvr_lightning.data.prompts import PromptFormatError, PromptRecord
 from rlvr_lightning.data.types import RolloutBatch
-from rlvr_lightning.functional import answer_classes, distinct_n
+from rlvr_lightning.functional import distinct_n
+from rlvr_lightning.metrics import answer_classes
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "configs" / "smoke.yaml")

@@ -29,7 +29,7 @@ pytest.importorskip("vllm")
 
 from transformers import AutoConfig, AutoTokenizer, Qwen2ForCausalLM
 
-from rlvr_lightning.data.engines import HFEngine
+from rlvr_lightning.data.hf_engine import HFEngine
 from rlvr_lightning.data.types import SamplingConfig
 from rlvr_lightning.data.vllm_engine import VLLMEngine
 
@@ -257,7 +257,7 @@ _TWO_RANKS = textwrap.dedent(
     import sys
     import torch, torch.distributed as dist
     from transformers import AutoConfig, AutoTokenizer, Qwen2ForCausalLM
-    from rlvr_lightning.data.engines import HFEngine
+    from rlvr_lightning.data.hf_engine import HFEngine
     from rlvr_lightning.data.types import SamplingConfig
     from rlvr_lightning.data.vllm_engine import VLLMEngine
 
@@ -321,7 +321,7 @@ _TENSOR_PARALLEL = textwrap.dedent(
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     from transformers import AutoConfig, AutoTokenizer, Qwen2ForCausalLM
-    from rlvr_lightning.data.engines import HFEngine
+    from rlvr_lightning.data.hf_engine import HFEngine
     from rlvr_lightning.data.types import SamplingConfig
     from rlvr_lightning.data.vllm_engine import VLLMEngine
 

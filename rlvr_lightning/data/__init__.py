@@ -1,33 +1,20 @@
-"""Data side of rlvr-lightning: prompt sources, rollout engines, reward functions and the ``RolloutDataModule``.
+"""Data side of rlvr-lightning: prompt sources, rollout engines and the ``RolloutDataModule``.
 
-Names are imported on first use, so that ``rlvr_lightning.data.rewards`` (loaded by the reward worker processes)
-does not pull in torch, transformers or Lightning.
+The reward functions live in :mod:`rlvr_lightning.rewards`; the ones named here are re-exported from there.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "RolloutDataModule": "datamodule",
-    "HFEngine": "engines",
-    "PromptFormatError": "prompts",
-    "PromptRecord": "prompts",
-    "format_prompts": "prompts",
-    "load_records": "prompts",
-    "ExactMatchReward": "rewards",
-    "MathVerifyReward": "rewards",
-    "extract_last_number": "rewards",
-    "resolve_reward": "rewards",
-    "RolloutBatch": "types",
-    "RolloutEngine": "types",
-    "Sample": "types",
-    "SamplingConfig": "types",
-    "concat_batches": "types",
-    "collate_samples": "collate",
-    "score_completions": "collate",
-}
+from rlvr_lightning.data.collate import collate_samples
+from rlvr_lightning.data.datamodule import RolloutDataModule
+from rlvr_lightning.data.hf_engine import HFEngine
+from rlvr_lightning.data.prompts import PromptFormatError, PromptRecord, format_prompts, load_records
+from rlvr_lightning.data.types import RolloutBatch, RolloutEngine, Sample, SamplingConfig, concat_batches
+from rlvr_lightning.rewards import (
+    ExactMatchReward,
+    MathVerifyReward,
+    extract_last_number,
+    resolve_reward,
+    score_completions,
+)
 
 __all__ = [
     "ExactMatchReward",
@@ -48,15 +35,3 @@ __all__ = [
     "resolve_reward",
     "score_completions",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"rlvr_lightning.data.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'rlvr_lightning.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_EXPORTS))

@@ -24,26 +24,24 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from rlvr_lightning.data.collate import collate_samples, score_completions
-from rlvr_lightning.data.dynamic_sampling import resample_groups_without_signal, skip_batches_without_signal
-from rlvr_lightning.data.engines import HFEngine
-from rlvr_lightning.data.evaluation import EvalLoader, EvalSet, eval_batches, eval_seed, load_eval_set
-from rlvr_lightning.data.prompts import PromptRecord, format_prompts, load_records
-from rlvr_lightning.data.rewards import MathVerifyReward, resolve_reward
+from rlvr_lightning.data.collate import collate_samples
+from rlvr_lightning.data.dynamic_sampling import zero_variance_policy
+from rlvr_lightning.data.hf_engine import HFEngine
+from rlvr_lightning.data.evaluation import EvalLoader, EvalSet, eval_batches, eval_seed, load_eval_set, named_eval_sets
+from rlvr_lightning.data.prompts import PromptFormat, PromptRecord, PromptSource, format_prompts
+from rlvr_lightning.data.schedule import step_prompt_indices, step_sampling_seed
 from rlvr_lightning.data.types import RolloutBatch, RolloutEngine, SamplingConfig
+from rlvr_lightning.rewards import MathVerifyReward, score_completions
+from rlvr_lightning.rewards.combine import RewardSpec, resolve_rewards
 
 __all__ = ["RolloutDataModule"]
-
-RewardSpec = Callable[..., list[float]] | str
-
 
 class _RolloutStream(IterableDataset):
     """Iterates the remaining steps of the current data epoch, generating each batch on demand."""
@@ -98,7 +96,8 @@ class RolloutDataModule(pl.LightningDataModule):
             ``"keep"`` them; ``"skip_batch"``: replace a batch in which every group (on every rank) has zero
             variance by the next step's prompts; ``"resample"`` (DAPO's dynamic sampling): drop such groups and
             generate the prompts of following steps until the batch has ``prompts_per_step`` groups with signal,
-            filling up with zero-variance groups if ``max_extra_rollouts`` is reached. Extra rollouts advance
+            filling up with zero-variance groups if ``max_extra_rollouts`` is reached; or the import path of a
+            :class:`~rlvr_lightning.data.dynamic_sampling.ZeroVariancePolicy` subclass. Extra rollouts advance
             ``step`` (the prompt stream), so resuming stays exact.
         max_extra_rollouts: the most extra rollouts per training step for ``skip_batch`` / ``resample``.
         val_batch_size: questions per validation batch.
@@ -138,7 +137,7 @@ class RolloutDataModule(pl.LightningDataModule):
         rewards: list[RewardSpec] | RewardSpec | None = None,
         reward_weights: list[float] | None = None,
         strict_rewards: bool = False,
-        zero_variance_groups: Literal["keep", "skip_batch", "resample"] = "keep",
+        zero_variance_groups: Literal["keep", "skip_batch", "resample"] | str = "keep",
         max_extra_rollouts: int = 4,
         val_batch_size: int = 32,
         eval_sets: list[EvalSet] | None = None,
@@ -146,64 +145,31 @@ class RolloutDataModule(pl.LightningDataModule):
         seed_per_prompt: bool = False,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("prompts_per_step", prompts_per_step),
-            ("num_generations", num_generations),
-            ("max_new_tokens", max_new_tokens),
-            ("max_prompt_length", max_prompt_length),
-            ("val_batch_size", val_batch_size),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if zero_variance_groups not in ("keep", "skip_batch", "resample"):
-            raise ValueError(
-                f"zero_variance_groups must be 'keep', 'skip_batch' or 'resample', got {zero_variance_groups!r}"
-            )
+        _check_sizes(prompts_per_step=prompts_per_step, num_generations=num_generations,
+                     max_new_tokens=max_new_tokens, max_prompt_length=max_prompt_length, val_batch_size=val_batch_size)
+        self.zero_variance_policy = zero_variance_policy(zero_variance_groups)
         if max_extra_rollouts < 0:
             raise ValueError(f"max_extra_rollouts must be >= 0, got {max_extra_rollouts}")
-        if overlong_prompts not in ("drop", "error"):
-            raise ValueError(f"overlong_prompts must be 'drop' or 'error', got {overlong_prompts!r}")
+        self.prompt_format = PromptFormat(prompt_template, chat_template, system_prompt, max_prompt_length,
+                                          overlong_prompts)
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
         self.tokenizer_name = tokenizer
         self.trust_remote_code = trust_remote_code
-        self.train_source = {"files": train_files, "dataset": train_dataset, "split": train_split}
-        self.val_source = {"files": val_files, "dataset": val_dataset, "split": val_split}
-        self.prompt_field, self.answer_field = prompt_field, answer_field
-        self.prompt_template, self.chat_template, self.system_prompt = (
-            prompt_template,
-            chat_template,
-            system_prompt,
-        )
+        self.train_source = PromptSource(train_files, train_dataset, train_split, prompt_field, answer_field)
+        self.val_source = PromptSource(val_files, val_dataset, val_split, prompt_field, answer_field)
         self.prompts_per_step, self.num_generations = prompts_per_step, num_generations
-        self.sampling = SamplingConfig(
-            n=num_generations,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            max_new_tokens=max_new_tokens,
-            logprobs=bool(getattr(engine, "logprobs_by_default", False) if rollout_logprobs is None
-                          else rollout_logprobs),
-        )
-        self.max_prompt_length, self.overlong_prompts = max_prompt_length, overlong_prompts
+        logprobs = getattr(engine, "logprobs_by_default", False) if rollout_logprobs is None else rollout_logprobs
+        self.sampling = SamplingConfig(n=num_generations, temperature=temperature, top_p=top_p, top_k=top_k,
+                                       max_new_tokens=max_new_tokens, logprobs=bool(logprobs))
         self.engine: RolloutEngine = HFEngine() if engine is None else engine
-        specs = (
-            [MathVerifyReward()] if rewards is None else (rewards if isinstance(rewards, list) else [rewards])
-        )
-        self.reward_fns = [resolve_reward(r) for r in specs]
-        if not self.reward_fns:
-            raise ValueError("rewards is empty; give at least one reward function")
-        if reward_weights is not None and len(reward_weights) != len(self.reward_fns):
-            raise ValueError(
-                f"reward_weights has {len(reward_weights)} entries for {len(self.reward_fns)} rewards"
-            )
-        self.reward_weights = (
-            list(reward_weights) if reward_weights is not None else [1.0] * len(self.reward_fns)
+        self.reward_fns, self.reward_weights = resolve_rewards(
+            [MathVerifyReward()] if rewards is None else rewards, reward_weights
         )
         self.strict_rewards = strict_rewards
-        self.zero_variance_groups, self.max_extra_rollouts = zero_variance_groups, max_extra_rollouts
+        self.max_extra_rollouts = max_extra_rollouts
         self.val_batch_size = val_batch_size
-        self.eval_sets = self._eval_sets(list(eval_sets or []))
+        self.eval_sets = named_eval_sets(self.val_source, num_generations, list(eval_sets or []))
         self.seed = seed
         self.seed_per_prompt = seed_per_prompt
         self.step = 0  # training batches produced so far (over the whole run)
@@ -237,7 +203,7 @@ class RolloutDataModule(pl.LightningDataModule):
     def train_prompts(self) -> list[PromptRecord]:
         """The formatted training prompts (loaded on first use)."""
         if self._train is None:
-            if self.train_source["files"] is None and self.train_source["dataset"] is None:
+            if not self.train_source.given:
                 raise ValueError("no training prompts: set train_files or train_dataset")
             self._train = self._load(self.train_source)
         return self._train
@@ -252,7 +218,7 @@ class RolloutDataModule(pl.LightningDataModule):
         if name not in self._eval:
             if name not in self.eval_sets:
                 raise KeyError(f"no eval set named {name!r}; sets: {sorted(self.eval_sets)}")
-            records, dropped = load_eval_set(self.eval_sets[name], self.tokenizer, **self._format_options())
+            records, dropped = load_eval_set(self.eval_sets[name], self.tokenizer, self.prompt_format)
             self._warn_dropped(dropped, dropped + len(records), f"eval set {name!r}")
             self._eval[name] = records
         return self._eval[name]
@@ -328,38 +294,26 @@ class RolloutDataModule(pl.LightningDataModule):
         """This rank's prompts for training step ``step`` (deterministic in ``seed`` and ``step``)."""
         world, rank = self.world
         if self.prompts_per_step % world:
-            raise ValueError(
-                f"prompts_per_step={self.prompts_per_step} is not divisible by the world size {world}"
-            )
-        spe = self.steps_per_epoch
-        epoch, k = divmod(step, spe)
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.train_prompts))
-        ids = order[k * self.prompts_per_step : (k + 1) * self.prompts_per_step]
-        local = self.prompts_per_step // world
-        return [self.train_prompts[int(i)] for i in ids[rank * local : (rank + 1) * local]]
+            raise ValueError(f"prompts_per_step={self.prompts_per_step} is not divisible by the world size {world}")
+        _ = self.steps_per_epoch  # refuses fewer training prompts than prompts_per_step
+        ids = step_prompt_indices(step, seed=self.seed, num_prompts=len(self.train_prompts),
+                                  prompts_per_step=self.prompts_per_step, world_size=world, rank=rank)
+        return [self.train_prompts[i] for i in ids]
 
     def sampling_seed(self, step: int) -> int | list[int]:
         """The engine seed of training step ``step`` on this rank; with ``seed_per_prompt``, one seed per prompt
         derived from the prompt's position in the step over all ranks (so rollouts do not depend on world size)."""
         world, rank = self.world
-        if self.seed_per_prompt:
-            local = self.prompts_per_step // world
-            return [_mix_seed(self.seed, step, rank * local + j, 1) for j in range(local)]
-        return _mix_seed(self.seed, step, rank)
+        return step_sampling_seed(step, seed=self.seed, prompts_per_step=self.prompts_per_step, world_size=world,
+                                  rank=rank, per_prompt=self.seed_per_prompt)
 
     def next_batch(self) -> RolloutBatch:
         """Generate and score the next training batch (advances ``step``, by more than one when extra rollouts
         replace groups or batches without reward variance, see ``zero_variance_groups``)."""
         self._ensure_ready()
-        batch = self._rollout_next_step()
-        if self.zero_variance_groups == "skip_batch":
-            return skip_batches_without_signal(batch, self._rollout_next_step, self._global_count,
-                                               max_extra=self.max_extra_rollouts)
-        if self.zero_variance_groups == "resample":
-            return resample_groups_without_signal(batch, self._rollout_next_step, self._global_count,
-                                                  need=self.prompts_per_step // self.world[0],
-                                                  max_extra=self.max_extra_rollouts)
-        return batch
+        return self.zero_variance_policy(self._rollout_next_step(), self._rollout_next_step, self._global_count,
+                                         need=self.prompts_per_step // self.world[0],
+                                         max_extra=self.max_extra_rollouts)
 
     def _rollout_next_step(self) -> RolloutBatch:
         batch = self.rollout(self.step_prompts(self.step), seed=self.sampling_seed(self.step))
@@ -465,61 +419,28 @@ class RolloutDataModule(pl.LightningDataModule):
             self.engine.setup(self.tokenizer)
             self._engine_ready = True
 
-    def _load(self, source: dict[str, Any]) -> list[PromptRecord]:
-        records = load_records(
-            source["files"],
-            dataset=source["dataset"],
-            split=source["split"],
-            prompt_field=self.prompt_field,
-            answer_field=self.answer_field,
-        )
-        kept, dropped = format_prompts(records, self.tokenizer, **self._format_options())
+    def _load(self, source: PromptSource) -> list[PromptRecord]:
+        records = source.load()
+        kept, dropped = format_prompts(records, self.tokenizer, self.prompt_format)
         self._warn_dropped(dropped, len(records))
         return kept
-
-    def _format_options(self) -> dict[str, Any]:
-        """How prompts are formatted, for training and evaluation sets alike."""
-        return {
-            "prompt_template": self.prompt_template,
-            "chat_template": self.chat_template,
-            "system_prompt": self.system_prompt,
-            "max_prompt_length": self.max_prompt_length,
-            "overlong_prompts": self.overlong_prompts,
-        }
 
     def _warn_dropped(self, dropped: int, total: int, what: str = "") -> None:
         if dropped:
             self.num_dropped_prompts += dropped
             warnings.warn(
                 f"{what + ': ' if what else ''}dropped {dropped} of {total} prompts longer than "
-                f"max_prompt_length={self.max_prompt_length} tokens"
+                f"max_prompt_length={self.prompt_format.max_prompt_length} tokens"
             )
         if dropped == total:
             raise ValueError(
                 f"{what + ': ' if what else ''}no prompts left after dropping those over "
-                f"max_prompt_length={self.max_prompt_length}"
+                f"max_prompt_length={self.prompt_format.max_prompt_length}"
             )
 
-    def _eval_sets(self, extra: list[EvalSet]) -> dict[str, EvalSet]:
-        """The evaluation sets by name: ``"val"`` from ``val_files`` / ``val_dataset`` first, then ``extra``."""
-        sets: dict[str, EvalSet] = {}
-        src = self.val_source
-        if src["files"] is not None or src["dataset"] is not None:
-            sets["val"] = EvalSet(
-                name="val", files=src["files"], dataset=src["dataset"],
-                split=src["split"], prompt_field=self.prompt_field, answer_field=self.answer_field,
-                k=self.num_generations,
-            )
-        for es in extra:
-            if not isinstance(es, EvalSet):
-                raise TypeError(f"eval_sets entries must be EvalSet, got {type(es).__name__}")
-            if es.name in sets:
-                reason = " (the name of the val_files set)" if es.name == "val" else ""
-                raise ValueError(f"eval_sets: duplicate set name {es.name!r}{reason}")
-            sets[es.name] = es
-        return sets
 
-
-def _mix_seed(*values: int) -> int:
-    """A 31-bit seed mixed from ``values`` (NumPy's SeedSequence)."""
-    return int(np.random.SeedSequence(list(values)).generate_state(1)[0] & 0x7FFFFFFF)
+def _check_sizes(**sizes: int) -> None:
+    """Refuse a size below 1, naming it."""
+    for name, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")

@@ -4,10 +4,8 @@ An :class:`EvalSet` names a benchmark, where its questions are (local JSONL / JS
 ``datasets`` source, with configurable, possibly nested, field names) and how it is evaluated: ``k`` samples per
 question at temperature 1.0 and top-p 1.0 by default (the paper's Avg@64 / Pass@64 setting with ``k: 64``). The
 ``RolloutDataModule`` turns each set into one validation dataloader of question batches (:func:`eval_batches`);
-``RLVRModule.validation_step`` samples and scores them, and :class:`EvalMetrics` measures them: Avg@k, Pass@k,
-Maj@k, token entropy, diversity and calibration, as torchmetrics sum states (exact over batches and ranks).
-:func:`format_eval_table` prints the results, one row per set. Shapes: P questions, k samples per question,
-B = P * k responses, T response tokens.
+``RLVRModule.validation_step`` samples and scores them, and :class:`rlvr_lightning.metrics.EvalMetrics` measures
+them (Avg@k, Pass@k, Maj@k, entropy, diversity, calibration).
 
 Usual shapes of the public benchmark files (set the fields accordingly)::
 
@@ -20,40 +18,23 @@ Usual shapes of the public benchmark files (set the fields accordingly)::
 
 from __future__ import annotations
 
-import math
 import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
-import torch
-from torch import Tensor, nn
-from torchmetrics.aggregation import MeanMetric, SumMetric
-
-from rlvr_lightning.data.prompts import PromptRecord, format_prompts, load_records
-from rlvr_lightning.data.types import RolloutBatch
-from rlvr_lightning.functional.accuracy import group_counts, maj_at_k
-from rlvr_lightning.functional.calibration import sequence_confidence
-from rlvr_lightning.functional.diversity import answer_classes
-from rlvr_lightning.metrics import (
-    BrierScore,
-    CalibrationError,
-    ConfidenceAUROC,
-    PassAtK,
-    ResponseDiversity,
-    TokenEntropy,
-)
+from rlvr_lightning.data.prompts import PromptFormat, PromptRecord, PromptSource, format_prompts
+from rlvr_lightning.data.schedule import mix_seed
+from rlvr_lightning.metrics.evaluation import EvalMetrics, format_eval_table  # noqa: F401 - the old import path
 
 __all__ = [
     "EvalLoader",
-    "EvalMetrics",
     "EvalSet",
     "eval_batches",
     "eval_seed",
-    "format_eval_table",
     "load_eval_set",
+    "named_eval_sets",
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -129,54 +110,56 @@ class EvalSet:
                 raise ValueError(f"{where}: {field_name} must be >= 1 or null, got {value}")
 
     @property
+    def source(self) -> PromptSource:
+        """Where the set's questions are and which fields hold what."""
+        return PromptSource(self.files, self.dataset, self.split, self.prompt_field, self.answer_field)
+
+    @property
     def ks(self) -> tuple[int, ...]:
         """The sorted, distinct k values of Pass@k."""
         return tuple(sorted(set([1, self.k] if self.pass_ks is None else self.pass_ks)))
 
 
+def named_eval_sets(val: PromptSource, k: int, extra: list[EvalSet]) -> dict[str, EvalSet]:
+    """The evaluation sets by name: ``"val"`` from ``val`` (the DataModule's ``val_files`` / ``val_dataset``, with
+    ``k`` samples per question) when given, then ``extra``; duplicate names are refused."""
+    sets: dict[str, EvalSet] = {}
+    if val.given:
+        sets["val"] = EvalSet(name="val", files=val.files, dataset=val.dataset, split=val.split,
+                              prompt_field=val.prompt_field, answer_field=val.answer_field, k=k)
+    for es in extra:
+        if not isinstance(es, EvalSet):
+            raise TypeError(f"eval_sets entries must be EvalSet, got {type(es).__name__}")
+        if es.name in sets:
+            reason = " (the name of the val_files set)" if es.name == "val" else ""
+            raise ValueError(f"eval_sets: duplicate set name {es.name!r}{reason}")
+        sets[es.name] = es
+    return sets
+
+
 def load_eval_set(
-    eval_set: EvalSet,
-    tokenizer: Any,
-    *,
-    prompt_template: str | None = None,
-    chat_template: bool | None = None,
-    system_prompt: str | None = None,
-    max_prompt_length: int | None = None,
-    overlong_prompts: Literal["drop", "error"] = "drop",
+    eval_set: EvalSet, tokenizer: Any, fmt: PromptFormat | None = None, **options: Any
 ) -> tuple[list[PromptRecord], int]:
     """Read, cut to ``limit`` and format the questions of ``eval_set``.
 
     Args:
         eval_set: the set.
         tokenizer: a Hugging Face tokenizer.
-        prompt_template: the template used when the set has none.
-        chat_template, system_prompt, max_prompt_length, overlong_prompts: as in :func:`format_prompts`.
+        fmt: the format of the DataModule, whose prompt template is used when the set has none (None:
+            ``PromptFormat(**options)``).
+        **options: the fields of :class:`~rlvr_lightning.data.prompts.PromptFormat`, when ``fmt`` is None.
 
     Returns:
         ``(formatted records, number dropped for length)``.
     """
+    fmt = PromptFormat(**options) if fmt is None else fmt
     try:
-        records = load_records(
-            eval_set.files,
-            dataset=eval_set.dataset,
-            split=eval_set.split,
-            prompt_field=eval_set.prompt_field,
-            answer_field=eval_set.answer_field,
-        )
+        records = eval_set.source.load()
     except ValueError as e:
         raise type(e)(f"eval set {eval_set.name!r}: {e}") from None
     if eval_set.limit is not None:
         records = records[: eval_set.limit]
-    template = eval_set.prompt_template if eval_set.prompt_template is not None else prompt_template
-    return format_prompts(
-        records,
-        tokenizer,
-        prompt_template=template,
-        chat_template=chat_template,
-        system_prompt=system_prompt,
-        max_prompt_length=max_prompt_length,
-        overlong_prompts=overlong_prompts,
-    )
+    return format_prompts(records, tokenizer, fmt.with_template(eval_set.prompt_template))
 
 
 def eval_batches(
@@ -248,170 +231,4 @@ class EvalLoader(Sequence):
 
 def eval_seed(seed: int, name: str, batch_idx: int, rank: int = 0) -> int:
     """The engine seed of one validation batch: fixed across validations, so checkpoints see the same draws."""
-    words = [seed, zlib.crc32(name.encode()), batch_idx, rank]
-    return int(np.random.SeedSequence(words).generate_state(1)[0] & 0x7FFFFFFF)
-
-
-class EvalMetrics(nn.Module):
-    """The metrics of one evaluation set, fed with scored samples, k per question.
-
-    ``compute()`` returns, as float64 scalars averaged over the questions (or responses, or tokens) of every
-    update on every rank: ``avg@<k>`` (mean correctness), ``pass@<k'>`` for each k' in ``ks`` (unbiased
-    estimator), ``maj@<k>`` (majority vote over math-verify answer classes), ``entropy`` (mean token entropy),
-    ``distinct_1``, ``distinct_2``, ``self_bleu`` (per question, averaged), ``distinct_answers`` (answer classes
-    per question), ``ece``, ``brier``, ``auroc`` (sequence confidence vs correctness), ``response_length`` and
-    ``questions`` (the number evaluated). ``samples`` keeps this rank's per-question results (prompt, answer, scores,
-    correctness, answer classes)
-    since the last :meth:`reset`.
-
-    Args:
-        k: samples per question.
-        ks: the k values of Pass@k.
-        correct_threshold: a response whose score reaches this is correct.
-        confidence: how a response's confidence comes from its log-probs (see ``sequence_confidence``).
-        n_bins: bins of the expected calibration error.
-    """
-
-    def __init__(
-        self,
-        k: int,
-        ks: tuple[int, ...] = (1,),
-        *,
-        correct_threshold: float = 0.5,
-        confidence: Literal["mean_logprob", "sum_logprob", "min_prob"] = "mean_logprob",
-        n_bins: int = 15,
-    ) -> None:
-        super().__init__()
-        if any(kk > k for kk in ks):
-            raise ValueError(f"Pass@k needs 1 <= k <= n; got ks={tuple(ks)} with n={k} samples per question")
-        self.k, self.ks = k, tuple(ks)
-        self.correct_threshold, self.confidence = correct_threshold, confidence
-        self.accuracy = PassAtK(ks=self.ks, majority=True)
-        self.entropy = TokenEntropy()
-        self.diversity = ResponseDiversity(ngrams=(1, 2), self_bleu=True, answers=False)
-        self.ece = CalibrationError(n_bins=n_bins)
-        self.brier = BrierScore()
-        self.auroc = ConfidenceAUROC()
-        self.distinct_answers = MeanMetric()
-        self.response_length = MeanMetric()
-        self.questions = SumMetric()
-        self.samples: list[dict[str, Any]] = []
-
-    def update(self, batch: RolloutBatch, logp: Tensor, entropy: Tensor, valid: Tensor | None = None) -> None:
-        """Add the scored samples of P questions.
-
-        Args:
-            batch: B = P * k responses; ``group_ids`` in ``[0, P)`` give each response's question.
-            logp: log-prob of each response token under the evaluated policy, shape ``(B, T)``.
-            entropy: the policy's entropy at each response token, shape ``(B, T)``.
-            valid: which questions count, shape ``(P,)`` (None: all; padding questions are False).
-        """
-        gid = batch.group_ids.long()
-        num_q = int(gid.max()) + 1 if len(batch) else 0
-        n, _ = group_counts(torch.ones_like(gid), gid)
-        if len(n) != num_q or bool((n != self.k).any()):
-            raise ValueError(
-                f"EvalMetrics(k={self.k}) needs exactly {self.k} responses for each question 0..P-1, "
-                f"got counts {n.tolist()}"
-            )
-        mask = batch.response_mask
-        correct = batch.scores >= self.correct_threshold  # (B,)
-        order = torch.argsort(gid.cpu(), stable=True).view(num_q, self.k)  # (P, k) response indices
-        correct_pk = correct.cpu()[order]
-        answer_ids = torch.stack(
-            [answer_classes([batch.completions[int(i)] for i in row]) for row in order]
-        )  # (P, k)
-        maj = maj_at_k(answer_ids, correct_pk)
-        q_ok = torch.ones(num_q, dtype=torch.bool) if valid is None else valid.bool().cpu()
-        r_ok = q_ok[gid.cpu()].to(mask.device)  # (B,)
-        n_q, c_q = group_counts(correct_pk.flatten().long(), torch.arange(num_q).repeat_interleave(self.k))
-        self.accuracy.update(n_q[q_ok], c_q[q_ok], maj[q_ok])
-        self.entropy.update(entropy[r_ok], mask[r_ok])
-        conf = sequence_confidence(logp[r_ok], mask[r_ok], kind=self.confidence)
-        self.ece.update(conf, correct[r_ok])
-        self.brier.update(conf, correct[r_ok])
-        self.auroc.update(conf, correct[r_ok])
-        kept = r_ok.nonzero().flatten().tolist()
-        self.diversity.update(
-            [batch.completions[i] for i in kept], gid[r_ok], batch.response_ids[r_ok], mask[r_ok]
-        )
-        classes = (answer_ids.amax(-1) + 1).clamp(min=0).to(torch.float64)[q_ok]
-        self.distinct_answers.update(classes, weight=torch.ones_like(classes))
-        lengths = mask[r_ok].sum(-1).to(torch.float64)
-        self.response_length.update(lengths, weight=torch.ones_like(lengths))
-        self.questions.update(q_ok.sum().to(torch.float64))
-        scores = batch.scores.detach().cpu().tolist()
-        for q in q_ok.nonzero().flatten().tolist():
-            idx = order[q].tolist()
-            self.samples.append(
-                {
-                    "prompt": batch.prompts[idx[0]] if batch.prompts else "",
-                    "answer": batch.answers[idx[0]] if batch.answers else "",
-                    "scores": [scores[i] for i in idx],
-                    "correct": correct_pk[q].tolist(),
-                    "answer_ids": answer_ids[q].tolist(),
-                }
-            )
-
-    def compute(self) -> dict[str, Tensor]:
-        """The set's metrics (keys in the class docstring), synced over ranks."""
-        acc = self.accuracy.compute()
-        out = {f"avg@{self.k}": acc["avg"]}
-        out.update({f"pass@{kk}": acc[f"pass@{kk}"] for kk in self.ks})
-        out[f"maj@{self.k}"] = acc["maj"]
-        out["entropy"] = self.entropy.compute()["all"]
-        div = self.diversity.compute()
-        out.update({key: div[key] for key in ("distinct_1", "distinct_2", "self_bleu")})
-        out["distinct_answers"] = self.distinct_answers.compute()
-        out["ece"] = self.ece.compute()
-        out["brier"] = self.brier.compute()
-        out["auroc"] = self.auroc.compute()
-        out["response_length"] = self.response_length.compute()
-        out["questions"] = self.questions.compute()
-        return {key: v.detach().to(torch.float64) for key, v in out.items()}
-
-    def reset(self) -> None:
-        """Clear every metric and the kept samples."""
-        for m in self.children():
-            m.reset()
-        self.samples = []
-
-
-_COLUMNS = (
-    ("avg@{k}", "Avg@k"),
-    ("pass@{k}", "Pass@k"),
-    ("maj@{k}", "Maj@k"),
-    ("entropy", "entropy"),
-    ("distinct_2", "distinct-2"),
-    ("self_bleu", "self-BLEU"),
-    ("ece", "ECE"),
-    ("auroc", "AUROC"),
-)
-
-
-def format_eval_table(
-    results: dict[str, dict[str, float]], ks: dict[str, int], questions: dict[str, int]
-) -> str:
-    """A plain-text table, one row per set: questions, k, Avg@k, Pass@k, Maj@k, entropy, diversity, calibration.
-
-    Args:
-        results: per set, metric values keyed as logged without the ``val/<set>/`` prefix (``"avg@4"``, ...).
-        ks: per set, its k.
-        questions: per set, the number of questions evaluated.
-    """
-    header = ["set", "questions", "k"] + [title for _, title in _COLUMNS]
-    rows = [header]
-    for name, values in results.items():
-        k = ks[name]
-        cells = [name, str(questions.get(name, "")), str(k)]
-        for key, _ in _COLUMNS:
-            v = values.get(key.format(k=k))
-            cells.append("-" if v is None or math.isnan(v) else f"{v:.4f}")
-        rows.append(cells)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-        for r in rows
-    ]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
+    return mix_seed(seed, zlib.crc32(name.encode()), batch_idx, rank)

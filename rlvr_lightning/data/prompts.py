@@ -16,13 +16,14 @@ Conventions (decided here, documented in ``docs/``):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["PromptFormatError", "PromptRecord", "format_prompts", "load_records"]
+__all__ = ["PromptFormat", "PromptFormatError", "PromptRecord", "PromptSource", "format_prompts", "load_records"]
 
 
 class PromptFormatError(ValueError):
@@ -218,21 +219,40 @@ def load_records(
     return [_validate(raw, where, prompt_field, answer_field) for where, raw in rows]
 
 
-def format_prompts(
-    records: list[PromptRecord],
-    tokenizer: Any,
-    *,
-    prompt_template: str | None = None,
-    chat_template: bool | None = None,
-    system_prompt: str | None = None,
-    max_prompt_length: int | None = None,
-    overlong_prompts: Literal["drop", "error"] = "drop",
-) -> tuple[list[PromptRecord], int]:
-    """Fill each record's ``text`` and ``token_ids``; drop or refuse prompts over ``max_prompt_length`` tokens.
+@dataclass(frozen=True)
+class PromptSource:
+    """Where question records come from (local files or a ``datasets`` source) and which fields hold what.
 
-    Args:
-        records: records from :func:`load_records` (modified in place).
-        tokenizer: a Hugging Face tokenizer.
+    Attributes:
+        files: one path or a list of paths (``.jsonl``, ``.json``, ``.parquet``).
+        dataset: a ``datasets`` hub name or a local dataset directory (instead of ``files``).
+        split: the split of ``dataset``.
+        prompt_field: the prompt's field name (``a.b`` for a nested field).
+        answer_field: the answer's field name (``a.b`` for a nested field).
+    """
+
+    files: str | list[str] | None = None
+    dataset: str | None = None
+    split: str = "train"
+    prompt_field: str = "prompt"
+    answer_field: str = "answer"
+
+    @property
+    def given(self) -> bool:
+        """Whether files or a dataset are named."""
+        return self.files is not None or self.dataset is not None
+
+    def load(self) -> list[PromptRecord]:
+        """The validated records, in source order (see :func:`load_records`)."""
+        return load_records(self.files, dataset=self.dataset, split=self.split, prompt_field=self.prompt_field,
+                            answer_field=self.answer_field)
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How question records become prompt text and token ids, for training and evaluation sets alike.
+
+    Attributes:
         prompt_template: a ``str.format`` template for the user text, e.g. ``"{prompt}\\nAnswer:"``; fields are the
             record's top-level fields, plus ``prompt`` (the prompt field's value). None means ``"{prompt}"``.
             Literal braces must be doubled (``\\boxed{{}}``).
@@ -241,19 +261,46 @@ def format_prompts(
         system_prompt: a system message for the chat template.
         max_prompt_length: the longest prompt in tokens (None: no limit).
         overlong_prompts: ``"drop"`` removes longer prompts (their number is returned), ``"error"`` refuses them.
+    """
+
+    prompt_template: str | None = None
+    chat_template: bool | None = None
+    system_prompt: str | None = None
+    max_prompt_length: int | None = None
+    overlong_prompts: Literal["drop", "error"] = "drop"
+
+    def __post_init__(self) -> None:
+        if self.overlong_prompts not in ("drop", "error"):
+            raise ValueError(f"overlong_prompts must be 'drop' or 'error', got {self.overlong_prompts!r}")
+
+    def with_template(self, prompt_template: str | None) -> PromptFormat:
+        """This format with ``prompt_template`` instead of its own, unless that is None (an eval set's template)."""
+        return self if prompt_template is None else dataclasses.replace(self, prompt_template=prompt_template)
+
+
+def format_prompts(
+    records: list[PromptRecord], tokenizer: Any, fmt: PromptFormat | None = None, **options: Any
+) -> tuple[list[PromptRecord], int]:
+    """Fill each record's ``text`` and ``token_ids``; drop or refuse prompts over ``max_prompt_length`` tokens.
+
+    Args:
+        records: records from :func:`load_records` (modified in place).
+        tokenizer: a Hugging Face tokenizer.
+        fmt: the format (None: ``PromptFormat(**options)``).
+        **options: the fields of :class:`PromptFormat` (``prompt_template``, ``chat_template``, ``system_prompt``,
+            ``max_prompt_length``, ``overlong_prompts``), when ``fmt`` is None.
 
     Returns:
         ``(kept records, number dropped)``.
     """
-    if overlong_prompts not in ("drop", "error"):
-        raise ValueError(f"overlong_prompts must be 'drop' or 'error', got {overlong_prompts!r}")
+    fmt = PromptFormat(**options) if fmt is None else fmt
     has_chat = getattr(tokenizer, "chat_template", None) is not None
-    use_chat = has_chat if chat_template is None else chat_template
+    use_chat = has_chat if fmt.chat_template is None else fmt.chat_template
     if use_chat and not has_chat:
         raise ValueError(
             "chat_template=True but the tokenizer has no chat template; set a prompt_template instead"
         )
-    template = "{prompt}" if prompt_template is None else prompt_template
+    template = "{prompt}" if fmt.prompt_template is None else fmt.prompt_template
     kept: list[PromptRecord] = []
     dropped = 0
     for rec in records:
@@ -263,8 +310,8 @@ def format_prompts(
                     f"{rec.where}: the prompt is a list of chat messages but no chat template is used"
                 )
             messages = list(rec.prompt)
-            if system_prompt is not None and messages[0]["role"] != "system":
-                messages.insert(0, {"role": "system", "content": system_prompt})
+            if fmt.system_prompt is not None and messages[0]["role"] != "system":
+                messages.insert(0, {"role": "system", "content": fmt.system_prompt})
         else:
             values = {**rec.fields, "prompt": rec.prompt}
             try:
@@ -275,19 +322,19 @@ def format_prompts(
                     f"fields available: {sorted(values)} (double literal braces: '{{{{' and '}}}}')"
                 ) from None
             messages = [{"role": "user", "content": content}]
-            if system_prompt is not None:
-                messages.insert(0, {"role": "system", "content": system_prompt})
+            if fmt.system_prompt is not None:
+                messages.insert(0, {"role": "system", "content": fmt.system_prompt})
         if use_chat:
             text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         else:
             text = "\n\n".join(m["content"] for m in messages)
             ids = tokenizer(text)["input_ids"]
-        if max_prompt_length is not None and len(ids) > max_prompt_length:
-            if overlong_prompts == "error":
+        if fmt.max_prompt_length is not None and len(ids) > fmt.max_prompt_length:
+            if fmt.overlong_prompts == "error":
                 raise ValueError(
-                    f"{rec.where}: prompt has {len(ids)} tokens, more than max_prompt_length={max_prompt_length}; "
-                    f"raise max_prompt_length or set overlong_prompts='drop'"
+                    f"{rec.where}: prompt has {len(ids)} tokens, more than "
+                    f"max_prompt_length={fmt.max_prompt_length}; raise max_prompt_length or set overlong_prompts='drop'"
                 )
             dropped += 1
             continue

@@ -12,6 +12,7 @@ from rlvr_lightning.functional.advantages import (
     signed_reward_advantages,
 )
 from rlvr_lightning.functional.aggregation import AGG_MODES, aggregate
+from rlvr_lightning.functional.groups import GroupStats, group_stats
 from rlvr_lightning.functional.kl import KL_KINDS, kl_penalty
 from rlvr_lightning.functional.linear_logits import check_logprobs_and_entropy, linear_logprobs_and_entropy
 from rlvr_lightning.functional.logits import entropy_from_logits, logprobs_and_entropy, logprobs_from_logits
@@ -36,21 +37,17 @@ from rlvr_lightning.functional.accuracy import avg_at_k, group_counts, maj_at_k,
 from rlvr_lightning.functional.calibration import (
     CONFIDENCE_KINDS,
     brier_score,
+    calibration_bins,
     confidence_auroc,
     expected_calibration_error,
     sequence_confidence,
 )
-from rlvr_lightning.functional.diversity import (
-    answer_classes,
-    distinct_n,
-    distinct_n_tokens,
-    num_distinct_answers,
-    self_bleu,
-)
+from rlvr_lightning.functional.diversity import distinct_n, distinct_n_tokens, self_bleu
 from rlvr_lightning.functional.entropy_stats import covariance_stats, token_entropy_stats
 
 __all__ = [
     "AGG_MODES",
+    "GroupStats",
     "KL_KINDS",
     "aggregate",
     "check_logprobs_and_entropy",
@@ -59,6 +56,7 @@ __all__ = [
     "clipped_surrogate",
     "covariance_score",
     "entropy_from_logits",
+    "group_stats",
     "grpo_advantages",
     "gspo_surrogate",
     "kl_cov_penalty",
@@ -83,9 +81,9 @@ __all__ = [
 
 __all__ += [
     "CONFIDENCE_KINDS",
-    "answer_classes",
     "avg_at_k",
     "brier_score",
+    "calibration_bins",
     "confidence_auroc",
     "covariance_stats",
     "distinct_n",
@@ -93,7 +91,6 @@ __all__ += [
     "expected_calibration_error",
     "group_counts",
     "maj_at_k",
-    "num_distinct_answers",
     "pass_at_k",
     "self_bleu",
     "sequence_confidence",

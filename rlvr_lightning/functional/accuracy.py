@@ -84,7 +84,7 @@ def maj_at_k(answer_ids: Tensor, correct: Tensor) -> Tensor:
     r"""Maj@k: is the majority-voted answer of a question's k samples correct?
 
     Samples with the same ``answer_ids`` value give the same answer (see
-    :func:`rlvr_lightning.functional.answer_classes` to get ids from texts with math-verify equivalence). A
+    :func:`rlvr_lightning.metrics.answer_classes` to get ids from texts with math-verify equivalence). A
     negative id means "no answer extracted": it never wins the vote; a question with no answer at all scores
     0. Ties are broken deterministically in favour of the answer whose first sample comes earliest (lowest
     sample index). The vote is scored by the correctness of that answer's first sample.

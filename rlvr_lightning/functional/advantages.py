@@ -1,7 +1,7 @@
 """Advantage estimators for outcome rewards: GRPO, Dr. GRPO, RLOO, REINFORCE++-baseline and signed rewards.
 
-All are vectorized over groups (``unique`` + ``index_add``), accept arbitrary integer group ids, rows in any
-order and groups of different sizes. Conventions that differ from verl 0.9.1 are stated per function.
+All are vectorized over groups (:func:`~rlvr_lightning.functional.group_stats`), accept arbitrary integer group
+ids, rows in any order and groups of different sizes. Conventions that differ from verl 0.9.1 are stated per function.
 """
 
 from __future__ import annotations
@@ -10,37 +10,13 @@ import torch
 from torch import Tensor
 
 from rlvr_lightning.functional._masked import masked_whiten
-
-
-def _check(scores: Tensor, group_ids: Tensor) -> None:
-    if scores.dim() != 1 or group_ids.shape != scores.shape:
-        raise ValueError(
-            f"scores and group_ids must both have shape (B,); "
-            f"got {tuple(scores.shape)} and {tuple(group_ids.shape)}"
-        )
-    if group_ids.dtype.is_floating_point or group_ids.dtype.is_complex:
-        raise ValueError(f"group_ids must be an integer tensor, got dtype {group_ids.dtype}")
+from rlvr_lightning.functional.groups import group_stats
 
 
 def _group_stats(scores: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per-row group mean, unbiased group variance, group size and an all-scores-equal flag, each shape
-    ``(B,)``."""
-    _check(scores, group_ids)
-    x = scores if scores.dtype.is_floating_point else scores.to(torch.get_default_dtype())
-    _, inv = torch.unique(group_ids, return_inverse=True)
-    n_groups = x.shape[0]  # an upper bound on the number of groups: no device sync needed
-    counts = torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add_(0, inv, torch.ones_like(x))
-    mean = torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add_(0, inv, x) / counts.clamp(min=1)
-    centered = x - mean[inv]
-    ss = torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add_(0, inv, centered * centered)
-    var = ss / (counts - 1).clamp(min=1)
-    gmax = torch.full((n_groups,), float("-inf"), dtype=x.dtype, device=x.device).scatter_reduce(
-        0, inv, x, "amax"
-    )
-    gmin = torch.full((n_groups,), float("inf"), dtype=x.dtype, device=x.device).scatter_reduce(
-        0, inv, x, "amin"
-    )
-    return mean[inv], var[inv], counts[inv], (gmax == gmin)[inv]
+    """Each row's group mean, unbiased group variance, group size and all-scores-equal flag, each shape ``(B,)``."""
+    s = group_stats(scores, group_ids)
+    return s.mean[s.index], s.var[s.index], s.count[s.index], s.equal[s.index]
 
 
 def grpo_advantages(

@@ -15,6 +15,7 @@ from torch import Tensor
 __all__ = [
     "CONFIDENCE_KINDS",
     "brier_score",
+    "calibration_bins",
     "confidence_auroc",
     "expected_calibration_error",
     "sequence_confidence",
@@ -78,13 +79,26 @@ def _check_conf(confidences: Tensor, correct: Tensor) -> None:
         raise ValueError("confidences must lie in [0, 1]")
 
 
-def _ece_update(confidences: Tensor, correct: Tensor, *, n_bins: int) -> Tensor:
-    """Per-bin ``[count, sum confidence, sum correct]`` of equal-width bins, shape ``(3, n_bins + 1)``
-    float64.
+def calibration_bins(confidences: Tensor, correct: Tensor, *, n_bins: int) -> Tensor:
+    """Per-bin ``[count, sum of confidences, sum of correct]`` over equal-width confidence bins.
 
     Bins follow torchmetrics' ``binary_calibration_error``: boundaries ``linspace(0, 1, n_bins + 1)`` in the
     confidences' dtype, bin = ``bucketize(conf, boundaries, right=True) - 1``; a confidence of exactly 1.0
-    lands in an extra last bin of its own.
+    lands in an extra last bin of its own. The ECE and the reliability diagram are drawn from these sums.
+
+    Args:
+        confidences: confidence of each response in [0, 1], shape ``(N,)``.
+        correct: whether each response is correct, shape ``(N,)`` (bool or 0/1).
+        n_bins: number of equal-width bins on [0, 1].
+
+    Returns:
+        float64 tensor of shape ``(3, n_bins + 1)``.
+
+    Example:
+        >>> calibration_bins(torch.tensor([0.1, 0.6, 0.7, 1.0]), torch.tensor([0, 1, 0, 1]), n_bins=2)
+        tensor([[1.0000, 2.0000, 1.0000],
+                [0.1000, 1.3000, 1.0000],
+                [0.0000, 1.0000, 1.0000]], dtype=torch.float64)
     """
     if not isinstance(n_bins, int) or n_bins < 1:
         raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}")
@@ -121,7 +135,7 @@ def expected_calibration_error(confidences: Tensor, correct: Tensor, *, n_bins: 
         tensor(0.3250, dtype=torch.float64)
     """
     _check_conf(confidences, correct)
-    return _ece_compute(_ece_update(confidences, correct, n_bins=n_bins))
+    return _ece_compute(calibration_bins(confidences, correct, n_bins=n_bins))
 
 
 def _brier_update(confidences: Tensor, correct: Tensor) -> Tensor:

@@ -1,19 +1,20 @@
-"""Diversity of the responses to one prompt: distinct-n, Self-BLEU and the number of distinct final answers.
+"""Diversity of the responses to one prompt: distinct-n (over words or token ids) and Self-BLEU.
 
 The paper measures how entropy collapse narrows what a policy writes with n-gram diversity and Self-BLEU over
 the G responses to one prompt. These functions take the G responses of one prompt group; the metric class
 :class:`rlvr_lightning.metrics.ResponseDiversity` averages them over prompts. Self-BLEU uses torchmetrics'
-BLEU and the answer count uses math-verify; both are imported when first called.
+BLEU, imported when first called. The number of distinct final answers needs math-verify: it is
+:func:`rlvr_lightning.metrics.num_distinct_answers`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["answer_classes", "distinct_n", "distinct_n_tokens", "num_distinct_answers", "self_bleu"]
+__all__ = ["distinct_n", "distinct_n_tokens", "self_bleu"]
 
 
 def _check_n(n: int) -> None:
@@ -123,98 +124,3 @@ def self_bleu(texts: Sequence[str], *, n_gram: int = 4, smooth: bool = False) ->
         for i in range(len(texts))
     ]
     return torch.stack(scores).mean()
-
-
-def _parse_answer(text: str, parse_kwargs: dict[str, Any]) -> list[Any] | None:
-    """math-verify's parse of ``text``; ``None`` when nothing could be extracted or parsing failed."""
-    from math_verify import parse
-
-    try:
-        parsed = parse(text, parsing_timeout=None, **parse_kwargs)  # type: ignore[arg-type]
-    except Exception:  # a malformed response must never stop a run
-        return None
-    return parsed if parsed else None
-
-
-def _equivalent(a: list[Any], b: list[Any]) -> bool:
-    from math_verify import verify
-
-    try:
-        return bool(verify(a, b, timeout_seconds=None)) or bool(verify(b, a, timeout_seconds=None))
-    except Exception:
-        return False
-
-
-def answer_classes(
-    texts: Sequence[str], *, equivalence: Literal["math_verify", "exact"] = "math_verify", **parse_kwargs: Any
-) -> Tensor:
-    """Group responses whose final answers are equivalent: an integer class id per response.
-
-    With ``equivalence="math_verify"`` each text is parsed with ``math_verify.parse`` (its last boxed or
-    final expression) and compared with the first member of each class found so far using
-    ``math_verify.verify`` in both directions; the first match joins. Timeouts of math-verify are disabled
-    (they rely on ``signal.alarm``, which fails outside the main thread): bound the work by bounding the
-    response length. A text from which no answer can be extracted, or whose parsing raises, gets class ``-1``.
-    With ``equivalence="exact"`` the stripped strings themselves are compared (for answers already extracted).
-
-    Args:
-        texts: responses (or extracted answers) to one prompt (length G).
-        equivalence: ``"math_verify"`` or ``"exact"``.
-        **parse_kwargs: forwarded to ``math_verify.parse`` (e.g. ``extraction_config``).
-
-    Returns:
-        long tensor of shape ``(G,)``: class ids numbered 0, 1, ... in order of first appearance, -1 for none.
-
-    Example:
-        >>> answer_classes(["7", " 7", "8", ""], equivalence="exact")
-        tensor([ 0,  0,  1, -1])
-    """
-    ids: list[int] = []
-    if equivalence == "exact":
-        table: dict[str, int] = {}
-        for text in texts:
-            key = text.strip()
-            if not key:
-                ids.append(-1)
-                continue
-            ids.append(table.setdefault(key, len(table)))
-        return torch.tensor(ids, dtype=torch.long)
-    if equivalence != "math_verify":
-        raise ValueError(f"equivalence must be 'math_verify' or 'exact', got {equivalence!r}")
-    reps: list[list[Any]] = []
-    for text in texts:
-        parsed = _parse_answer(text, parse_kwargs)
-        if parsed is None:
-            ids.append(-1)
-            continue
-        for cls, rep in enumerate(reps):
-            if _equivalent(rep, parsed):
-                ids.append(cls)
-                break
-        else:
-            reps.append(parsed)
-            ids.append(len(reps) - 1)
-    return torch.tensor(ids, dtype=torch.long)
-
-
-def num_distinct_answers(
-    texts: Sequence[str], *, equivalence: Literal["math_verify", "exact"] = "math_verify", **parse_kwargs: Any
-) -> Tensor:
-    """Number of distinct final answers among the responses to one prompt (see :func:`answer_classes`).
-
-    Responses without an extractable answer are not counted.
-
-    Args:
-        texts: responses to one prompt (length G).
-        equivalence: ``"math_verify"`` (mathematical equivalence) or ``"exact"`` (string equality).
-        **parse_kwargs: forwarded to ``math_verify.parse``.
-
-    Returns:
-        long scalar tensor.
-
-    Example:
-        >>> num_distinct_answers(["so $\\\\boxed{1/2}$", "it is $\\\\boxed{0.5}$", "$\\\\boxed{3}$", "none"])
-        tensor(2)
-    """
-    ids = answer_classes(texts, equivalence=equivalence, **parse_kwargs)
-    return (ids.max() + 1).clamp(min=0) if ids.numel() else torch.zeros((), dtype=torch.long)

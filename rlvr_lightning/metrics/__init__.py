@@ -1,4 +1,4 @@
-"""torchmetrics metrics of rlvr-lightning: entropy, entropy dynamics, diversity, calibration and Pass@k.
+"""torchmetrics metrics of rlvr-lightning: entropy, entropy dynamics, diversity, calibration, Pass@k, evaluation sets.
 
 Every metric keeps fixed-size sum states (``dist_reduce_fx="sum"``), so accumulating over steps and
 data-parallel ranks is exact; each has a functional twin in :mod:`rlvr_lightning.functional`. Metrics
@@ -8,15 +8,20 @@ returning several values return a dict from ``compute()``: log it with ``Lightni
 
 from rlvr_lightning.metrics.accuracy import PassAtK
 from rlvr_lightning.metrics.calibration import BrierScore, CalibrationError, ConfidenceAUROC
-from rlvr_lightning.metrics.diversity import ResponseDiversity
+from rlvr_lightning.metrics.diversity import ResponseDiversity, answer_classes, num_distinct_answers
 from rlvr_lightning.metrics.entropy import EntropyDynamics, TokenEntropy
+from rlvr_lightning.metrics.evaluation import EvalMetrics, format_eval_table
 
 __all__ = [
     "BrierScore",
     "CalibrationError",
     "ConfidenceAUROC",
     "EntropyDynamics",
+    "EvalMetrics",
     "PassAtK",
     "ResponseDiversity",
     "TokenEntropy",
+    "answer_classes",
+    "format_eval_table",
+    "num_distinct_answers",
 ]

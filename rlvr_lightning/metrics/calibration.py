@@ -21,7 +21,7 @@ from rlvr_lightning.functional.calibration import (
     _brier_update,
     _check_conf,
     _ece_compute,
-    _ece_update,
+    calibration_bins,
 )
 
 __all__ = ["BrierScore", "CalibrationError", "ConfidenceAUROC"]
@@ -69,7 +69,7 @@ class CalibrationError(_ConfidenceMetric):
     def update(self, confidences: Tensor, correct: Tensor) -> None:
         """Add responses: ``confidences`` in [0, 1] and ``correct`` (bool or 0/1), each shape ``(N,)``."""
         self._check(confidences, correct)
-        self.bins += _ece_update(confidences, correct, n_bins=self.n_bins).to(self.bins.device)
+        self.bins += calibration_bins(confidences, correct, n_bins=self.n_bins).to(self.bins.device)
 
     def compute(self) -> Tensor:
         """The ECE of everything added (NaN before any update)."""

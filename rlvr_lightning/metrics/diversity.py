@@ -1,22 +1,74 @@
 """Response diversity per prompt (distinct-n, Self-BLEU, distinct answers), averaged over prompts.
 
-Per-prompt values come from :mod:`rlvr_lightning.functional.diversity` and are added to float64 sum states
-with their prompt counts (``sum`` reduction: DDP-exact). Text processing runs on the CPU in ``update``; with
-G responses per prompt Self-BLEU costs G BLEU evaluations and the answer count up to G^2 math-verify
-comparisons per prompt, so log it every few steps on large batches. Shapes: B responses, T response tokens.
+Per-prompt values come from :mod:`rlvr_lightning.functional.diversity` and from :func:`num_distinct_answers`
+(math-verify classes of the final answers, from the time-limited checker of :mod:`rlvr_lightning.rewards`), and are
+added to float64 sum states with their prompt counts (``sum`` reduction: DDP-exact). Text processing runs on the
+CPU in ``update``; with G responses per prompt Self-BLEU costs G BLEU evaluations and the answer count up to G^2
+math-verify comparisons per prompt, so log it every few steps on large batches. Shapes: B responses, T response tokens.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from rlvr_lightning.functional.diversity import distinct_n, distinct_n_tokens, num_distinct_answers, self_bleu
+from rlvr_lightning.functional.diversity import distinct_n, distinct_n_tokens, self_bleu
+from rlvr_lightning.rewards import math_verify
 
-__all__ = ["ResponseDiversity"]
+__all__ = ["ResponseDiversity", "answer_classes", "num_distinct_answers"]
+
+
+def answer_classes(
+    texts: Sequence[str], *, equivalence: Literal["math_verify", "exact"] = "math_verify", **parse_kwargs: Any
+) -> Tensor:
+    """Group responses whose final answers are equivalent: an integer class id per response.
+
+    With ``equivalence="math_verify"`` each text is parsed with ``math_verify.parse`` (its last boxed or final
+    expression) and compared with the first member of each class found so far using ``math_verify.verify`` in both
+    directions; the first match joins. This runs in a worker process with a time limit (see
+    :class:`rlvr_lightning.rewards.AnswerEquivalence`); a group that overruns gets ``-1`` throughout. A text from
+    which no answer can be extracted, or whose parsing raises, gets class ``-1``. With ``equivalence="exact"`` the
+    stripped strings themselves are compared (for answers already extracted).
+
+    Args:
+        texts: responses (or extracted answers) to one prompt (length G).
+        equivalence: ``"math_verify"`` or ``"exact"``.
+        **parse_kwargs: forwarded to ``math_verify.parse`` (e.g. ``extraction_config``).
+
+    Returns:
+        long tensor of shape ``(G,)``: class ids numbered 0, 1, ... in order of first appearance, -1 for none.
+
+    Example:
+        >>> answer_classes(["7", " 7", "8", ""], equivalence="exact")
+        tensor([ 0,  0,  1, -1])
+    """
+    return torch.tensor(math_verify.answer_classes(texts, equivalence=equivalence, **parse_kwargs), dtype=torch.long)
+
+
+def num_distinct_answers(
+    texts: Sequence[str], *, equivalence: Literal["math_verify", "exact"] = "math_verify", **parse_kwargs: Any
+) -> Tensor:
+    """Number of distinct final answers among the responses to one prompt (see :func:`answer_classes`).
+
+    Responses without an extractable answer are not counted.
+
+    Args:
+        texts: responses to one prompt (length G).
+        equivalence: ``"math_verify"`` (mathematical equivalence) or ``"exact"`` (string equality).
+        **parse_kwargs: forwarded to ``math_verify.parse``.
+
+    Returns:
+        long scalar tensor.
+
+    Example:
+        >>> num_distinct_answers(["so $\\\\boxed{1/2}$", "it is $\\\\boxed{0.5}$", "$\\\\boxed{3}$", "none"])
+        tensor(2)
+    """
+    ids = answer_classes(texts, equivalence=equivalence, **parse_kwargs)
+    return (ids.max() + 1).clamp(min=0) if ids.numel() else torch.zeros((), dtype=torch.long)
 
 
 class ResponseDiversity(Metric):

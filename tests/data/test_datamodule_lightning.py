@@ -6,7 +6,7 @@ import lightning.pytorch as pl
 import torch
 
 from rlvr_lightning.data import HFEngine, RolloutDataModule
-from rlvr_lightning.data.rewards import ExactMatchReward
+from rlvr_lightning.rewards import ExactMatchReward
 
 
 class _Probe(pl.LightningModule):

@@ -1,4 +1,4 @@
-"""K-means subsets of controlled diversity (rlvr_lightning.data.diversity, scripts/diversity_subsets.py)."""
+"""K-means subsets of controlled diversity (rlvr_lightning.data.subsets, scripts/diversity_subsets.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlvr_lightning.data.diversity import (
+from rlvr_lightning.data.subsets import (
     embed_prompts,
     kmeans,
     low_diversity_subset,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlvr_lightning.data.engines import HFEngine
+from rlvr_lightning.data.hf_engine import HFEngine
 from rlvr_lightning.data.types import RolloutEngine, SamplingConfig
 
 
@@ -113,7 +113,7 @@ def test_mode_restored_and_errors(engine, tokenizer, tiny_model):
 
 
 def test_per_prompt_seeds_make_samples_independent_of_the_other_prompts(tiny_model, tokenizer):
-    from rlvr_lightning.data.engines import HFEngine
+    from rlvr_lightning.data.hf_engine import HFEngine
     from rlvr_lightning.data.types import SamplingConfig
 
     engine = HFEngine(batch_size=64)

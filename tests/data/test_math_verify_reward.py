@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from rlvr_lightning.data.rewards import ExactMatchReward, extract_last_number, resolve_reward
+from rlvr_lightning.rewards import ExactMatchReward, extract_last_number, resolve_reward
 from rlvr_lightning.rewards import MathVerifyReward
 
 
@@ -86,6 +86,6 @@ def test_exact_match_and_resolve():
     assert ExactMatchReward()(["x=15", "15 or 16", "no"], ["15", "15", "15"]) == [1.0, 0.0, 0.0]
     assert ExactMatchReward("full")([" 15 "], ["15"]) == [1.0]
     assert isinstance(resolve_reward("rlvr_lightning.rewards.ExactMatchReward"), ExactMatchReward)
-    assert resolve_reward("rlvr_lightning.data.rewards.extract_last_number") is extract_last_number
+    assert resolve_reward("rlvr_lightning.rewards.extract_last_number") is extract_last_number
     with pytest.raises(ValueError, match="cannot import reward 'nope.fn'"):
         resolve_reward("nope.fn")

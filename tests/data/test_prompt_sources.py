@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rlvr_lightning.data.prompts import PromptFormatError, format_prompts, load_records
+from rlvr_lightning.data.prompts import PromptFormat, PromptFormatError, PromptSource, format_prompts, load_records
 
 ROWS = [
     {"q": {"text": "1+1="}, "prompt": "1+1=", "answer": "2"},
@@ -141,3 +141,17 @@ def test_template_chat_and_overlong(tmp_path, tokenizer):
     kept, _ = format_prompts(recs[:1], chat_tok, system_prompt="be brief")
     assert kept[0].text == "<system>be brief<user>1+1=<assistant>"
     assert kept[0].token_ids == chat_tok(kept[0].text, add_special_tokens=False)["input_ids"]
+
+
+def test_a_prompt_format_and_a_prompt_source_are_the_options_in_one_object(tmp_path, tokenizer):
+    path = write_jsonl(tmp_path / "a.jsonl", ROWS)
+    source = PromptSource(path, prompt_field="q.text")
+    assert source.given and not PromptSource().given
+    assert source.load() == load_records(path, prompt_field="q.text")
+    fmt = PromptFormat(prompt_template="Q: {prompt} A:", max_prompt_length=20)
+    by_object = format_prompts(source.load(), tokenizer, fmt)
+    by_options = format_prompts(source.load(), tokenizer, prompt_template="Q: {prompt} A:", max_prompt_length=20)
+    assert [r.text for r in by_object[0]] == [r.text for r in by_options[0]] == ["Q: 1+1= A:", "Q: 2+3= A:"]
+    assert fmt.with_template(None) is fmt and fmt.with_template("{prompt}?").prompt_template == "{prompt}?"
+    with pytest.raises(ValueError, match="overlong_prompts must be 'drop' or 'error', got 'skip'"):
+        PromptFormat(overlong_prompts="skip")

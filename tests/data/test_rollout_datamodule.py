@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rlvr_lightning.data import HFEngine, RolloutDataModule
-from rlvr_lightning.data.rewards import ExactMatchReward
+from rlvr_lightning.rewards import ExactMatchReward
 
 
 def make_dm(tokenizer_dir, tiny_model, files, **kw):

@@ -9,7 +9,7 @@ import time
 import limited_rewards
 import pytest
 
-from rlvr_lightning.data.collate import score_completions
+from rlvr_lightning.rewards import score_completions
 from rlvr_lightning.rewards import TimeLimitedReward
 
 COMPLETIONS = ["a", "bb", "ccc", "dddd", "eeeee"]

@@ -8,14 +8,10 @@ from collections import Counter
 import pytest
 import torch
 
-from rlvr_lightning.functional import (
-    answer_classes,
-    distinct_n,
-    distinct_n_tokens,
-    num_distinct_answers,
-    self_bleu,
-)
-from rlvr_lightning.metrics import ResponseDiversity
+from rlvr_lightning.functional import distinct_n, distinct_n_tokens, self_bleu
+from rlvr_lightning.metrics import ResponseDiversity, answer_classes, num_distinct_answers
+from rlvr_lightning.rewards import AnswerEquivalence
+from rlvr_lightning.rewards.math_verify import classify_answers
 
 
 def test_distinct_n_hand_counted():
@@ -100,7 +96,23 @@ def test_num_distinct_answers_survives_verifier_errors(monkeypatch):
         raise RuntimeError("verifier failure")
 
     monkeypatch.setattr(math_verify, "verify", broken)
-    assert int(num_distinct_answers(["$\\boxed{1}$", "$\\boxed{1}$"])) == 2  # no match can be proven
+    # the checker that the worker process runs, called here where the verifier is broken
+    assert max(classify_answers(["$\\boxed{1}$", "$\\boxed{1}$"])) + 1 == 2  # no match can be proven
+
+
+def test_answer_classes_of_a_group_that_overruns_its_limit_are_minus_one():
+    checker = AnswerEquivalence(timeout=1e-6)
+    try:
+        assert checker(["$\\boxed{1}$", "$\\boxed{1}$"]) == [-1, -1]
+        assert checker.last_stats == {"timeouts": 1, "errors": 0}
+    finally:
+        checker.close()
+    checker = AnswerEquivalence(timeout=30.0)
+    try:
+        assert checker(["$\\boxed{1}$", "$\\boxed{2}$", "$\\boxed{1}$"]) == [0, 1, 0]
+        assert checker.last_stats == {"timeouts": 0, "errors": 0}
+    finally:
+        checker.close()
 
 
 def test_response_diversity_matches_per_group_functional_and_accumulates():
