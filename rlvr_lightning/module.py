@@ -40,19 +40,18 @@ from rlvr_lightning.components import (
     Clip,
     EntropyBonus,
     KLPenalty,
+    Loss,
     NoEntropyBonus,
     NoKL,
     Reweight,
-    ReweightContext,
     TokenMean,
     Uniform,
 )
+from rlvr_lightning.components.loss import COMPONENTS
 from rlvr_lightning.data.evaluation import EvalMetrics, EvalSet, format_eval_table
 from rlvr_lightning.data.types import RolloutBatch
 from rlvr_lightning.metrics import EntropyDynamics, TokenEntropy
 from rlvr_lightning.optim import ConstantWithWarmup
-
-_COMPONENTS = ("advantage", "clip", "reweight", "aggregation", "kl", "entropy_bonus")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -135,11 +134,10 @@ class RLVRModule(LightningModule):
             raise ValueError(f"model.max_grad_norm must be > 0 or null, got {max_grad_norm}")
         if tis_cap is not None and tis_cap < 1:
             raise ValueError(f"model.tis_cap must be >= 1 or null, got {tis_cap}")
-        self.save_hyperparameters(ignore=list(_COMPONENTS) + ["optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=list(COMPONENTS) + ["optimizer", "lr_scheduler"])
         self.automatic_optimization = False
         self.model_path, self.reference_path = model, reference_model or model
-        self.advantage, self.clip, self.reweight = advantage, clip, reweight
-        self.aggregation, self.kl, self.entropy_bonus = aggregation, kl, entropy_bonus
+        self.loss = Loss(advantage, clip, reweight, aggregation, kl, entropy_bonus)
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.policy: nn.Module | None = None
         # The frozen reference is kept out of the module tree: it is not trained, so it is neither saved in
@@ -199,7 +197,7 @@ class RLVRModule(LightningModule):
         if self.policy is None:
             self.policy = load_causal_lm(self.model_path, gradient_checkpointing=hp.gradient_checkpointing,
                                          from_scratch=hp.from_scratch, seed=hp.seed, **kw)
-        if self.kl.needs_reference and self.reference is None:
+        if self.loss.needs_reference and self.reference is None:
             if hp.from_scratch and self.reference_path == self.model_path:
                 ref = load_causal_lm(self.model_path, from_scratch=True, seed=hp.seed, **kw)
             else:
@@ -227,7 +225,15 @@ class RLVRModule(LightningModule):
 
     def components(self) -> dict[str, Any]:
         """The six loss components by name."""
-        return {name: getattr(self, name) for name in _COMPONENTS}
+        return self.loss.components()
+
+    # the components stay reachable as before (``model.reweight`` in configs and code)
+    advantage = property(lambda self: self.loss.advantage, doc="The loss's advantage estimator.")
+    clip = property(lambda self: self.loss.clip, doc="The loss's per-token surrogate.")
+    reweight = property(lambda self: self.loss.reweight, doc="The loss's per-token reweighting.")
+    aggregation = property(lambda self: self.loss.aggregation, doc="The loss's aggregation.")
+    kl = property(lambda self: self.loss.kl, doc="The loss's KL penalty.")
+    entropy_bonus = property(lambda self: self.loss.entropy_bonus, doc="The loss's entropy bonus.")
 
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self) -> Any:
@@ -308,8 +314,8 @@ class RLVRModule(LightningModule):
         self.policy.eval()  # no dropout while scoring the sampling policy
         old_logp, entropy = self._score_batch(self.policy, batch, with_entropy=True)
         self.policy.train(was_training)
-        ref_logp = self._score_batch(self.reference, batch, False)[0] if self.kl.needs_reference else None
-        advantages = self.advantage(batch.scores, batch.group_ids, mask)
+        ref_logp = self._score_batch(self.reference, batch, False)[0] if self.loss.needs_reference else None
+        advantages = self.loss.advantages(batch.scores, batch.group_ids, mask)
         self.entropy_stats.update(entropy, mask, advantages)
         entropy_split = self.entropy_stats.compute()
         self.entropy_stats.reset()
@@ -330,9 +336,8 @@ class RLVRModule(LightningModule):
                 step_stats.append(self._update(batch, mb, old_logp, advantages, ref_logp, tis, measured_entropy))
         timings["time/update"] = time.perf_counter() - t0
 
-        used = {k: v for comp in self.components().values() for k, v in comp.log_values().items()}
-        for comp in self.components().values():
-            comp.update(measured_entropy)
+        used = self.loss.log_values()  # the values this step's updates used
+        self.loss.update(measured_entropy)
         timings["time/weight_sync"] = self._sync_weights()
         self.rollout_step += 1
         timings["time/step"] = time.perf_counter() - t_step
@@ -343,45 +348,31 @@ class RLVRModule(LightningModule):
         ref_logp: Tensor | None, tis: Tensor | None, measured_entropy: float,
     ) -> dict[str, Tensor]:
         """One optimizer step on the mini-batch ``mb`` (indices into ``batch``), accumulated over micro-batches."""
-        opt = self.optimizers()
         mask = batch.response_mask
-        num_tokens = self._global_sum(mask[mb].sum().float()).clamp(min=1)
-        # sequence counts only for aggregations that divide by them (one all-reduce less for token-mean)
-        num_seqs = (self._global_sum(mask[mb].any(-1).sum().float()).clamp(min=1)
-                    if "seqs" in self.aggregation.normalizers else None)
+        # normalizers are global over the mini-batch's micro-batches and ranks
+        norms = self.loss.normalizers(mask[mb], all_reduce=self._global_sum)
         world = self.trainer.world_size if self._trainer is not None else 1
+        context = dict(step=self.global_step, total_steps=self.trainer.max_steps if self._trainer else -1,
+                       epoch=self._data_epoch, total_epochs=self._total_epochs(), measured_entropy=measured_entropy)
         sums: dict[str, Tensor] = {}
         for micro, idx in enumerate(self._micro_batches(mb)):
             m = mask[idx]
             logp, ent = self.sequence_logprobs(self.policy, batch.select(idx), with_entropy=True, grad=True)
-            loss_tok, stats = self.clip(logp, old_logp[idx], advantages[idx], m)
-            ctx = ReweightContext(
-                advantages=advantages[idx], logp=logp.detach(), old_logp=old_logp[idx], entropy=ent.detach(),
-                mask=m, step=self.global_step, total_steps=self.trainer.max_steps if self._trainer else -1,
-                epoch=self._data_epoch, total_epochs=self._total_epochs(),
-                measured_entropy=measured_entropy, sample_key=self.global_rank * 65_537 + micro,
+            loss, stats = self.loss(
+                logp, old_logp[idx], advantages[idx], m, ent,
+                ref_logp=None if ref_logp is None else ref_logp[idx], tis=None if tis is None else tis[idx],
+                sample_key=self.global_rank * 65_537 + micro, world_size=world, **norms, **context,
             )
-            weights = self.reweight(ctx)
-            loss_tok = loss_tok * weights
-            extra = self.reweight.extra_loss(ctx, logp)
-            if extra is not None:
-                loss_tok = loss_tok + extra
-            if tis is not None:
-                loss_tok = loss_tok * tis[idx]
-            if ref_logp is not None:
-                kl_tok = self.kl(logp, ref_logp[idx], m)
-                loss_tok = loss_tok + kl_tok
-                coef = float(getattr(self.kl, "coef", 1.0)) or 1.0
-                stats["kl_ref"] = (kl_tok.detach() / coef * m).sum() / m.sum().clamp(min=1)  # the KL estimate
-            if self.entropy_bonus.enabled:
-                loss_tok = loss_tok + self.entropy_bonus(ent, m)
-            loss = self.aggregation(loss_tok, m, num_tokens=num_tokens, num_seqs=num_seqs) * world
             self.manual_backward(loss)
-            share = m.sum() / num_tokens  # this micro-batch's share of the mini-batch's tokens
+            share = m.sum() / norms["num_tokens"]  # this micro-batch's share of the mini-batch's tokens
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0) + v.detach().float() * share
             sums["loss"] = sums.get("loss", 0) + loss.detach() / world
+        return self._optimizer_step(sums)
 
+    def _optimizer_step(self, sums: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Clip the accumulated gradients and step, or skip a non-finite update; the step's logged sums."""
+        opt = self.optimizers()
         params = [p for p in self.policy.parameters() if p.grad is not None]
         max_norm = self.hparams.max_grad_norm or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
@@ -565,15 +556,14 @@ class RLVRModule(LightningModule):
         checkpoint["rlvr"] = {
             "rollout_step": self.rollout_step,
             "nonfinite_total": self.nonfinite_total,
-            "components": {name: comp.state_dict() for name, comp in self.components().items()},
+            "components": self.loss.component_state_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("rlvr", {})
         self.rollout_step = int(state.get("rollout_step", 0))
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
-        for name, comp_state in state.get("components", {}).items():
-            getattr(self, name).load_state_dict(comp_state)
+        self.loss.load_component_state_dict(state.get("components", {}))
 
 
 __all__ = ["RLVRModule", "NonFiniteLossError"]

@@ -1,6 +1,6 @@
 """Inputs of the loss regression tests: a fixed rollout batch for the tiny policy, and the component combinations.
 
-The same builders made the recorded values in ``loss_reference.json`` and rebuild the inputs in
+The same builders made the recorded values in ``loss_reference.json`` (pre-refactor module) and rebuild the inputs in
 ``test_loss.py``, so both see identical tensors. Shapes: B = 6 sequences (3 prompts x 2), T = 7 response tokens.
 """
 
