@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import torch
 from torch import Tensor, nn
 
 from rlvr_lightning.components.advantages import GRPO
@@ -162,6 +163,20 @@ class Loss(nn.Module):
             Advantages, shape ``(B, T)``.
         """
         return self.advantage(scores, group_ids, mask)
+
+    @staticmethod
+    def tis_weights(old_logp: Tensor, rollout_logp: Tensor | None, cap: float | None) -> Tensor | None:
+        """Truncated importance sampling weights ``min(pi_old / pi_rollout, cap)``, shape ``(B, T)``: they
+        correct the mismatch between the rollout engine's sampling and the trainer's numerics.
+
+        Args:
+            old_logp: log-probs under the sampling policy as the trainer computes them, shape ``(B, T)``.
+            rollout_logp: the rollout engine's log-probs of the same tokens, shape ``(B, T)``; None: no weights.
+            cap: the largest weight; None: no weights.
+        """
+        if cap is None or rollout_logp is None:
+            return None
+        return torch.exp((old_logp - rollout_logp).clamp(-20, 20)).clamp(max=cap)
 
     def normalizers(self, mask: Tensor, all_reduce: Callable[[Tensor], Tensor] | None = None) -> dict[str, Any]:
         """The global counts the aggregation divides by, for one mini-batch: ``num_tokens`` and ``num_seqs``.

@@ -46,7 +46,11 @@ RewardSpec = Callable[..., list[float]] | str
 
 
 class _RolloutStream(IterableDataset):
-    """Iterates the remaining steps of the current data epoch, generating each batch on demand."""
+    """Iterates the remaining steps of the current data epoch, generating each batch on demand.
+
+    The engine sleeps once a batch is made (vLLM frees the accelerator while the trainer works; a no-op for
+    ``HFEngine``); it wakes for the next generation or weight sync.
+    """
 
     def __init__(self, dm: RolloutDataModule) -> None:
         self.dm = dm
@@ -56,7 +60,9 @@ class _RolloutStream(IterableDataset):
         dm._ensure_ready()
         end = (dm.step // dm.steps_per_epoch + 1) * dm.steps_per_epoch
         while dm.step < end:
-            yield dm.next_batch()
+            batch = dm.next_batch()
+            dm.engine.sleep()
+            yield batch
 
 
 class RolloutDataModule(pl.LightningDataModule):
@@ -399,33 +405,9 @@ class RolloutDataModule(pl.LightningDataModule):
             A batch of B = len(prompts) * n sequences; ``group_ids`` index ``prompts``.
         """
         self._ensure_ready()
-        texts, ids, answers, extras = [], [], [], []
-        for p in prompts:
-            if isinstance(p, PromptRecord):
-                (
-                    texts.append(p.text),
-                    ids.append(p.token_ids),
-                    answers.append(p.answer),
-                    extras.append(p.fields),
-                )
-            else:
-                (
-                    texts.append(p.get("prompt", "")),
-                    ids.append(list(p["prompt_ids"])),
-                    answers.append(p["answer"]),
-                )
-                extras.append({})
-        overrides = {
-            "n": n,
-            "temperature": temperature,
-            "top_p": top_p,
-            "top_k": top_k,
-            "max_new_tokens": max_new_tokens,
-            "logprobs": logprobs,
-        }
-        sampling = SamplingConfig(
-            **{**vars(self.sampling), **{k: v for k, v in overrides.items() if v is not None}}
-        )
+        texts, ids, answers = _unpack_prompts(prompts)
+        sampling = self._sampling(n=n, temperature=temperature, top_p=top_p, top_k=top_k,
+                                  max_new_tokens=max_new_tokens, logprobs=logprobs)
         t0 = time.perf_counter()
         groups = self.engine.generate(ids, sampling, seed=seed)
         samples = [s for g in groups for s in g]
@@ -454,7 +436,12 @@ class RolloutDataModule(pl.LightningDataModule):
             "tokens/generated": float(sum(len(s.token_ids) for s in samples)),
             **reward_info,
         }
+        batch.temperature = sampling.temperature
         return batch
+
+    def _sampling(self, **overrides: Any) -> SamplingConfig:
+        """The configured sampling with the overrides that are not None."""
+        return SamplingConfig(**{**vars(self.sampling), **{k: v for k, v in overrides.items() if v is not None}})
 
     # -- internals -----------------------------------------------------------------------------------------
     def _steps_or_zero(self) -> int:
@@ -518,6 +505,46 @@ class RolloutDataModule(pl.LightningDataModule):
                 raise ValueError(f"eval_sets: duplicate set name {es.name!r}{reason}")
             sets[es.name] = es
         return sets
+
+    # -- what RLVRModule reads (rlvr_lightning.data.types.RolloutSource) ----------------------------------------
+    def sync_weights(self, policy: torch.nn.Module) -> None:
+        """Make the engine sample from ``policy``'s current weights (after every rollout batch's updates, and
+        before evaluating)."""
+        self.engine.update_weights(policy)
+
+    def eval_rollout(self, batch: dict[str, Any], batch_idx: int) -> RolloutBatch:
+        """Sample ``k`` responses per question of an evaluation batch with its set's settings and score them.
+
+        Args:
+            batch: one batch of :meth:`val_dataloader`: ``{"set", "prompts", "prompt_ids", "answers", "valid"}``.
+            batch_idx: the batch's index in its set's loader; with the set's name it fixes the engine seed, so
+                every evaluation of unchanged weights draws the same responses.
+
+        Returns:
+            ``len(batch["prompts"]) * k`` sequences, ``temperature`` the set's; the engine is asleep afterwards.
+        """
+        es = self.eval_sets[batch["set"]]
+        prompts = [{"prompt": t, "prompt_ids": ids, "answer": a}
+                   for t, ids, a in zip(batch["prompts"], batch["prompt_ids"], batch["answers"])]
+        rollout = self.rollout(prompts, n=es.k, seed=self.eval_seed(es.name, batch_idx), temperature=es.temperature,
+                               top_p=es.top_p, top_k=es.top_k, max_new_tokens=es.max_new_tokens, logprobs=False)
+        self.engine.sleep()  # as in training: vLLM frees the accelerator while the policy scores (no-op for HF)
+        return rollout
+
+
+def _unpack_prompts(prompts: list[PromptRecord] | list[dict[str, Any]]) -> tuple[list[str], list[list[int]], list]:
+    """Texts, token ids and answers of prompt records, or of dicts with ``"prompt_ids"``, ``"answer"`` and
+    optionally ``"prompt"``."""
+    texts, ids, answers = [], [], []
+    for p in prompts:
+        if isinstance(p, PromptRecord):
+            text, token_ids, answer = p.text, p.token_ids, p.answer
+        else:
+            text, token_ids, answer = p.get("prompt", ""), list(p["prompt_ids"]), p["answer"]
+        texts.append(text)
+        ids.append(token_ids)
+        answers.append(answer)
+    return texts, ids, answers
 
 
 def _mix_seed(*values: int) -> int:
