@@ -2,16 +2,12 @@
 
 One training step is one rollout batch (see ``docs/architecture.md``)::
 
-    batch        = next(rollouts)                                  # DataModule: generate + score
-    old_logp, H  = policy(batch)            (no grad, once)        # the sampling policy's view
-    ref_logp     = reference(batch)         (only if a KL term is on)
-    A            = advantage(scores, group_ids, mask)
-    for epoch in ppo_epochs, for mini-batch in num_mini_batches:  # N = ppo_epochs * num_mini_batches updates
-        logp, ent = policy(mini-batch)     (micro-batched, gradients accumulated)
-        loss_tok  = clip(logp, old_logp, A) * reweight(ctx) [+ reweight.extra_loss] [* tis] [+ kl] [+ bonus]
-        loss      = aggregation(loss_tok, mask, global normalizers)
-        backward, clip grad norm, optimizer step, lr step
-    components.update(H); engine.update_weights(policy); log
+    batch = next(rollouts)                     # the DataModule (a RolloutSource): generate + score
+    old_logp, H = policy(batch); ref_logp = reference(batch) [KL only]; A = loss.advantages(...)
+    for each of the N = ppo_epochs * num_mini_batches mini-batches:
+        for each micro-batch: backward(loss(policy(micro-batch), old_logp, A, ...))   # the Loss object
+        clip grad norm, optimizer step (skipped if non-finite), lr step
+    loss.update(H); datamodule.sync_weights(policy); log
 
 Lightning's ``global_step`` counts optimizer steps, so a run of S rollout batches with N updates each ends at
 ``max_steps = S * N``. Optimization is manual; normalizers are global over micro-batches and ranks, so gradient
@@ -20,43 +16,26 @@ accumulation and data parallelism give the gradient of one big batch.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Iterator
 
 import torch
-from lightning.pytorch import LightningModule
 from jsonargparse import lazy_instance
+from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from rlvr_lightning import functional as F
-from rlvr_lightning.components import (
-    GRPO,
-    PPOClip,
-    Advantage,
-    Aggregation,
-    Clip,
-    EntropyBonus,
-    KLPenalty,
-    NoEntropyBonus,
-    NoKL,
-    Reweight,
-    ReweightContext,
-    TokenMean,
-    Uniform,
-)
-from rlvr_lightning.data.evaluation import EvalMetrics, EvalSet, format_eval_table
-from rlvr_lightning.data.types import RolloutBatch
-from rlvr_lightning.metrics import EntropyDynamics, TokenEntropy
+from rlvr_lightning.batching import check_rollout_split, check_update_settings, mini_batches, total_epochs
+from rlvr_lightning.components import (GRPO, Advantage, Aggregation, Clip, EntropyBonus, KLPenalty, Loss,
+                                       NoEntropyBonus, NoKL, PPOClip, Reweight, TokenMean, Uniform)
+from rlvr_lightning.components.loss import COMPONENTS
+from rlvr_lightning.data.evaluation import EvalSet
+from rlvr_lightning.data.types import RolloutBatch, RolloutSource, as_rollout_source
+from rlvr_lightning.metrics import EntropyDynamics, EvalMetrics, TokenEntropy, format_eval_table
+from rlvr_lightning.nonfinite import NonFiniteCounter, NonFiniteLossError, save_nonfinite_checkpoint
 from rlvr_lightning.optim import ConstantWithWarmup
-
-_COMPONENTS = ("advantage", "clip", "reweight", "aggregation", "kl", "entropy_bonus")
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised after too many consecutive updates with a NaN or infinite loss or gradient."""
+from rlvr_lightning.scoring import micro_batches, score_batch, sequence_logprobs
+from rlvr_lightning.step_log import step_logs
 
 
 class RLVRModule(LightningModule):
@@ -85,10 +64,9 @@ class RLVRModule(LightningModule):
         num_mini_batches: optimizer steps per pass; ``ppo_epochs * num_mini_batches`` is the paper's N.
         micro_batch_size: sequences per forward/backward (gradient accumulation); None: a whole mini-batch.
         max_grad_norm: gradient-norm clipping threshold (None: no clipping, the norm is still logged).
-        tis_cap: truncated importance sampling against the rollout engine's log-probs: whenever a batch carries
-            them (``data.rollout_logprobs``, on by default with vLLM), each token's loss is weighted by
-            ``min(pi_old / pi_rollout, tis_cap)``, correcting the mismatch between the engine's sampling and the
-            trainer's numerics; None turns it off.
+        tis_cap: truncated importance sampling: when a batch carries the engine's log-probs
+            (``data.rollout_logprobs``, on by default with vLLM), each token's loss is weighted by
+            ``min(pi_old / pi_rollout, tis_cap)`` (see ``Loss.tis_weights``); None turns it off.
         shuffle_mini_batches: shuffle sequences (seeded) before splitting each pass into mini-batches.
         correct_threshold: a response whose score reaches this counts as correct in ``train/accuracy``.
         max_consecutive_nonfinite: stop the run after this many updates in a row with a non-finite loss or
@@ -125,21 +103,12 @@ class RLVRModule(LightningModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        for name, value, low in (("ppo_epochs", ppo_epochs, 1), ("num_mini_batches", num_mini_batches, 1),
-                                 ("max_consecutive_nonfinite", max_consecutive_nonfinite, 1)):
-            if value < low:
-                raise ValueError(f"model.{name} must be >= {low}, got {value}")
-        if micro_batch_size is not None and micro_batch_size < 1:
-            raise ValueError(f"model.micro_batch_size must be >= 1 or null, got {micro_batch_size}")
-        if max_grad_norm is not None and max_grad_norm <= 0:
-            raise ValueError(f"model.max_grad_norm must be > 0 or null, got {max_grad_norm}")
-        if tis_cap is not None and tis_cap < 1:
-            raise ValueError(f"model.tis_cap must be >= 1 or null, got {tis_cap}")
-        self.save_hyperparameters(ignore=list(_COMPONENTS) + ["optimizer", "lr_scheduler"])
+        check_update_settings(ppo_epochs, num_mini_batches, micro_batch_size, max_grad_norm, tis_cap,
+                              max_consecutive_nonfinite)
+        self.save_hyperparameters(ignore=list(COMPONENTS) + ["optimizer", "lr_scheduler"])
         self.automatic_optimization = False
         self.model_path, self.reference_path = model, reference_model or model
-        self.advantage, self.clip, self.reweight = advantage, clip, reweight
-        self.aggregation, self.kl, self.entropy_bonus = aggregation, kl, entropy_bonus
+        self.loss = Loss(advantage, clip, reweight, aggregation, kl, entropy_bonus)
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.policy: nn.Module | None = None
         # The frozen reference is kept out of the module tree: it is not trained, so it is neither saved in
@@ -149,11 +118,9 @@ class RLVRModule(LightningModule):
         self.rollout_step = 0  # rollout batches consumed; saved in checkpoints
         self.entropy_stats = TokenEntropy()  # synced across ranks on compute()
         self.entropy_dynamics = EntropyDynamics()
-        self.nonfinite_total = 0
-        self._nonfinite_streak = 0
+        self.nonfinite = NonFiniteCounter(max_consecutive_nonfinite)
         self.eval_metrics = nn.ModuleDict()  # EvalMetrics per evaluation set, made on its first batch
         self.last_eval: dict[str, dict[str, Any]] = {}  # per set: the last validation's metrics and samples
-        self._eval_temperature: float | None = None  # the sampling temperature while scoring a validation batch
         self._data_epoch = 1
 
     # ------------------------------------------------------------------ start-up checks
@@ -161,32 +128,13 @@ class RLVRModule(LightningModule):
         """Cross-check model and data settings before ``configure_model`` loads any weights.
 
         Raises:
-            ValueError: a group size below 2 with a group-normalized advantage; ``prompts_per_step`` not divisible by
-                the world size; the sequences per rank and step not divisible into ``num_mini_batches`` equal
-                mini-batches. (Micro-batches may be uneven: losses use the mini-batch's global token counts.)
+            TypeError: the DataModule does not implement :class:`~rlvr_lightning.data.types.RolloutSource`.
+            ValueError: a rollout batch that cannot be split (see :func:`rlvr_lightning.batching.check_rollout_split`).
         """
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        P, G = getattr(dm, "prompts_per_step", None), getattr(dm, "num_generations", None)
-        if stage != "fit" or not isinstance(P, int) or not isinstance(G, int):
-            return
-        if self.advantage.needs_groups and G < 2:
-            raise ValueError(
-                f"data.num_generations must be >= 2 with the group-normalized advantage "
-                f"{type(self.advantage).__name__} (a group of 1 has no baseline: every advantage would be 0), "
-                f"got {G}; raise data.num_generations or choose an advantage with needs_groups=False"
-            )
-        world = self.trainer.world_size
-        if P % world:
-            raise ValueError(f"data.prompts_per_step={P} must be divisible by the world size {world}")
-        local = P // world * G
-        n_mini = self.hparams.num_mini_batches
-        if local % n_mini:
-            valid = [d for d in range(1, local + 1) if local % d == 0]
-            raise ValueError(
-                f"model.num_mini_batches={n_mini} must divide the sequences per step and rank, "
-                f"data.prompts_per_step / world_size * data.num_generations = {P} / {world} * {G} = {local}; "
-                f"valid values: {valid}"
-            )
+        dm = self._data()
+        if stage == "fit":
+            check_rollout_split(dm.prompts_per_step, dm.num_generations, self.trainer.world_size,
+                                self.hparams.num_mini_batches, self.advantage)
 
     # ------------------------------------------------------------------ models
     def configure_model(self) -> None:
@@ -199,12 +147,10 @@ class RLVRModule(LightningModule):
         if self.policy is None:
             self.policy = load_causal_lm(self.model_path, gradient_checkpointing=hp.gradient_checkpointing,
                                          from_scratch=hp.from_scratch, seed=hp.seed, **kw)
-        if self.kl.needs_reference and self.reference is None:
-            if hp.from_scratch and self.reference_path == self.model_path:
-                ref = load_causal_lm(self.model_path, from_scratch=True, seed=hp.seed, **kw)
-            else:
-                ref = load_causal_lm(self.reference_path, **kw)
-            self._frozen = [freeze(ref)]
+        if self.loss.needs_reference and self.reference is None:
+            # with from_scratch, a reference at the policy's own path is the same random init
+            same = hp.from_scratch and self.reference_path == self.model_path
+            self._frozen = [freeze(load_causal_lm(self.reference_path, from_scratch=same, seed=hp.seed, **kw))]
         mesh = self.device_mesh
         if mesh is not None:
             from rlvr_lightning.models import DTYPES
@@ -221,118 +167,77 @@ class RLVRModule(LightningModule):
         return self._frozen[0] if self._frozen else None
 
     def on_fit_start(self) -> None:
-        ref = self.reference
-        if ref is not None and self.device_mesh is None:
-            ref.to(self.device)
+        if self.reference is not None and self.device_mesh is None:
+            self.reference.to(self.device)
+
+    @property
+    def nonfinite_total(self) -> int:
+        """Updates skipped so far for a non-finite loss or gradient (saved in checkpoints)."""
+        return self.nonfinite.total
 
     def components(self) -> dict[str, Any]:
         """The six loss components by name."""
-        return {name: getattr(self, name) for name in _COMPONENTS}
+        return self.loss.components()
+
+    # the components stay reachable as before: model.advantage, model.clip, model.reweight, ... (read-only)
+    for _name in COMPONENTS:
+        locals()[_name] = property(lambda self, name=_name: getattr(self.loss, name), doc=f"The loss's {_name}.")
+    del _name
 
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self) -> Any:
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        if self.optimizer_factory is None:
-            opt = torch.optim.AdamW(params, lr=1e-6, weight_decay=0.01)
-        else:
-            opt = self.optimizer_factory(params)
+        factory = self.optimizer_factory or (lambda ps: torch.optim.AdamW(ps, lr=1e-6, weight_decay=0.01))
+        opt = factory(params)
         sched = self.scheduler_factory(opt) if self.scheduler_factory is not None else ConstantWithWarmup(opt)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_train_start(self) -> None:
         self._sync_weights()
 
-    def _engine(self) -> Any:
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        engine = getattr(dm, "engine", None)
-        if engine is None:
-            raise RuntimeError("RLVRModule needs a DataModule with a rollout `engine` (e.g. RolloutDataModule)")
-        return engine
+    def _data(self) -> RolloutSource:
+        """The trainer's DataModule: all the module reads from the data side goes through this contract."""
+        return as_rollout_source(self.trainer.datamodule if self._trainer is not None else None)
 
     def _sync_weights(self) -> float:
+        """Give the rollout engine the policy's current weights; the seconds it took."""
         t0 = time.perf_counter()
-        self._engine().update_weights(self.policy)
+        self._data().sync_weights(self.policy)
         return time.perf_counter() - t0
 
-    # ------------------------------------------------------------------ forward
-    def sequence_logprobs(
-        self, model: nn.Module, batch: RolloutBatch, *, with_entropy: bool, grad: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        """Log-probs (and entropy) of the response tokens under ``model``, each shape ``(B, T)``.
-
-        Logits are divided by the sampling temperature so the log-probs are those of the sampling distribution.
-        """
-        input_ids, attention_mask, position_ids = batch.model_inputs()
-        T = batch.response_ids.shape[1]
-        with torch.set_grad_enabled(grad):
-            out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                        use_cache=False, logits_to_keep=T + 1)
-            logits = out.logits[:, -(T + 1):-1]
-            temperature = self._sampling_temperature()
-            if with_entropy:
-                return F.logprobs_and_entropy(logits, batch.response_ids, temperature=temperature)
-            return F.logprobs_from_logits(logits, batch.response_ids, temperature=temperature), None
-
-    def _sampling_temperature(self) -> float:
-        """The rollout temperature (1.0 for greedy rollouts or without a DataModule)."""
-        if self._eval_temperature is not None:
-            return self._eval_temperature or 1.0
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        sampling = getattr(dm, "sampling", None)
-        return float(getattr(sampling, "temperature", 1.0) or 1.0)
-
-    def _micro_batches(self, index: Tensor) -> list[Tensor]:
-        size = self.hparams.micro_batch_size or len(index)
-        return list(index.split(size))
-
-    @torch.no_grad()
-    def _score_batch(self, model: nn.Module, batch: RolloutBatch, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
-        parts = [self.sequence_logprobs(model, batch.select(idx), with_entropy=with_entropy, grad=False)
-                 for idx in self._micro_batches(torch.arange(len(batch)))]
-        logp = torch.cat([p[0] for p in parts])
-        ent = torch.cat([p[1] for p in parts]) if with_entropy else None
-        return logp, ent
+    def _score(self, model: nn.Module, batch: RolloutBatch, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
+        return score_batch(model, batch, with_entropy=with_entropy, micro_batch_size=self.hparams.micro_batch_size)
 
     # ------------------------------------------------------------------ the step
     def training_step(self, dataloader_iter: Iterator[tuple[RolloutBatch, int, int]]) -> None:
         t_step = time.perf_counter()
-        dm = self.trainer.datamodule
-        self._data_epoch = int(getattr(dm, "epoch", 0)) + 1  # 1-based data epoch of the batch pulled next
-        batch = next(dataloader_iter)[0].to(self.device)  # Lightning yields (batch, batch_idx, dataloader_idx)
-        self._engine().sleep()  # vLLM frees its KV cache and weights while the trainer works (no-op for HF)
+        self._data_epoch = int(self._data().epoch) + 1  # 1-based data epoch of the batch pulled next
+        # Lightning yields (batch, batch_idx, dataloader_idx); the DataModule has put its engine to sleep
+        batch = next(dataloader_iter)[0].to(self.device)
         mask = batch.response_mask
         timings = {k: v for k, v in batch.info.items() if k.startswith("time/")}
 
         t0 = time.perf_counter()
-        was_training = self.policy.training
-        self.policy.eval()  # no dropout while scoring the sampling policy
-        old_logp, entropy = self._score_batch(self.policy, batch, with_entropy=True)
-        self.policy.train(was_training)
-        ref_logp = self._score_batch(self.reference, batch, False)[0] if self.kl.needs_reference else None
-        advantages = self.advantage(batch.scores, batch.group_ids, mask)
+        old_logp, entropy = self._score(self.policy, batch, with_entropy=True)  # in eval mode: no dropout
+        ref_logp = self._score(self.reference, batch, False)[0] if self.loss.needs_reference else None
+        advantages = self.loss.advantages(batch.scores, batch.group_ids, mask)
         self.entropy_stats.update(entropy, mask, advantages)
         entropy_split = self.entropy_stats.compute()
         self.entropy_stats.reset()
         measured_entropy = float(entropy_split["all"])  # the same on every rank: it drives stateful components
         timings["time/old_logprobs"] = time.perf_counter() - t0
 
-        tis = None
-        if self.hparams.tis_cap is not None and batch.rollout_logprobs is not None:
-            tis = torch.exp((old_logp - batch.rollout_logprobs).clamp(-20, 20)).clamp(max=self.hparams.tis_cap)
+        tis = Loss.tis_weights(old_logp, batch.rollout_logprobs, self.hparams.tis_cap)
 
         t0 = time.perf_counter()
-        step_stats: list[dict[str, Tensor]] = []
-        gen = torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + self.rollout_step)
-        for _ in range(self.hparams.ppo_epochs):
-            order = (torch.randperm(len(batch), generator=gen) if self.hparams.shuffle_mini_batches
-                     else torch.arange(len(batch)))
-            for mb in order.chunk(self.hparams.num_mini_batches):
-                step_stats.append(self._update(batch, mb, old_logp, advantages, ref_logp, tis, measured_entropy))
+        hp = self.hparams
+        order = mini_batches(len(batch), ppo_epochs=hp.ppo_epochs, num_mini_batches=hp.num_mini_batches,
+                             shuffle=hp.shuffle_mini_batches, seed=hp.seed * 1_000_003 + self.rollout_step)
+        step_stats = [self._update(batch, mb, old_logp, advantages, ref_logp, tis, measured_entropy) for mb in order]
         timings["time/update"] = time.perf_counter() - t0
 
-        used = {k: v for comp in self.components().values() for k, v in comp.log_values().items()}
-        for comp in self.components().values():
-            comp.update(measured_entropy)
+        used = self.loss.log_values()  # the values this step's updates used
+        self.loss.update(measured_entropy)
         timings["time/weight_sync"] = self._sync_weights()
         self.rollout_step += 1
         timings["time/step"] = time.perf_counter() - t_step
@@ -343,45 +248,34 @@ class RLVRModule(LightningModule):
         ref_logp: Tensor | None, tis: Tensor | None, measured_entropy: float,
     ) -> dict[str, Tensor]:
         """One optimizer step on the mini-batch ``mb`` (indices into ``batch``), accumulated over micro-batches."""
-        opt = self.optimizers()
         mask = batch.response_mask
-        num_tokens = self._global_sum(mask[mb].sum().float()).clamp(min=1)
-        # sequence counts only for aggregations that divide by them (one all-reduce less for token-mean)
-        num_seqs = (self._global_sum(mask[mb].any(-1).sum().float()).clamp(min=1)
-                    if "seqs" in self.aggregation.normalizers else None)
-        world = self.trainer.world_size if self._trainer is not None else 1
+        # normalizers are global over the mini-batch's micro-batches and ranks
+        norms = self.loss.normalizers(mask[mb], all_reduce=self._global_sum)
+        trainer, hp = self.trainer, self.hparams
+        world = trainer.world_size
+        epochs = total_epochs(trainer.max_epochs, trainer.max_steps, self._data().steps_per_epoch,
+                              hp.ppo_epochs * hp.num_mini_batches)
+        context = dict(step=self.global_step, total_steps=trainer.max_steps, epoch=self._data_epoch,
+                       total_epochs=epochs, measured_entropy=measured_entropy)
         sums: dict[str, Tensor] = {}
-        for micro, idx in enumerate(self._micro_batches(mb)):
+        for micro, idx in enumerate(micro_batches(mb, hp.micro_batch_size)):
             m = mask[idx]
-            logp, ent = self.sequence_logprobs(self.policy, batch.select(idx), with_entropy=True, grad=True)
-            loss_tok, stats = self.clip(logp, old_logp[idx], advantages[idx], m)
-            ctx = ReweightContext(
-                advantages=advantages[idx], logp=logp.detach(), old_logp=old_logp[idx], entropy=ent.detach(),
-                mask=m, step=self.global_step, total_steps=self.trainer.max_steps if self._trainer else -1,
-                epoch=self._data_epoch, total_epochs=self._total_epochs(),
-                measured_entropy=measured_entropy, sample_key=self.global_rank * 65_537 + micro,
+            logp, ent = sequence_logprobs(self.policy, batch.select(idx), with_entropy=True, grad=True)
+            loss, stats = self.loss(
+                logp, old_logp[idx], advantages[idx], m, ent,
+                ref_logp=None if ref_logp is None else ref_logp[idx], tis=None if tis is None else tis[idx],
+                sample_key=self.global_rank * 65_537 + micro, world_size=world, **norms, **context,
             )
-            weights = self.reweight(ctx)
-            loss_tok = loss_tok * weights
-            extra = self.reweight.extra_loss(ctx, logp)
-            if extra is not None:
-                loss_tok = loss_tok + extra
-            if tis is not None:
-                loss_tok = loss_tok * tis[idx]
-            if ref_logp is not None:
-                kl_tok = self.kl(logp, ref_logp[idx], m)
-                loss_tok = loss_tok + kl_tok
-                coef = float(getattr(self.kl, "coef", 1.0)) or 1.0
-                stats["kl_ref"] = (kl_tok.detach() / coef * m).sum() / m.sum().clamp(min=1)  # the KL estimate
-            if self.entropy_bonus.enabled:
-                loss_tok = loss_tok + self.entropy_bonus(ent, m)
-            loss = self.aggregation(loss_tok, m, num_tokens=num_tokens, num_seqs=num_seqs) * world
             self.manual_backward(loss)
-            share = m.sum() / num_tokens  # this micro-batch's share of the mini-batch's tokens
+            share = m.sum() / norms["num_tokens"]  # this micro-batch's share of the mini-batch's tokens
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0) + v.detach().float() * share
             sums["loss"] = sums.get("loss", 0) + loss.detach() / world
+        return self._optimizer_step(sums)
 
+    def _optimizer_step(self, sums: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Clip the accumulated gradients and step, or skip a non-finite update; the step's logged sums."""
+        opt = self.optimizers()
         params = [p for p in self.policy.parameters() if p.grad is not None]
         max_norm = self.hparams.max_grad_norm or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
@@ -393,115 +287,31 @@ class RLVRModule(LightningModule):
         if finite:
             opt.step()
             self.lr_schedulers().step()
-            self._nonfinite_streak = 0
-        else:
-            self.nonfinite_total += 1
-            self._nonfinite_streak += 1
-            rank_zero_warn(
-                f"skipped an update with a non-finite loss or gradient (loss={float(sums['loss'])}, "
-                f"grad_norm={float(grad_norm)}); {self._nonfinite_streak} in a row, {self.nonfinite_total} in all"
-            )
-            if self._nonfinite_streak >= self.hparams.max_consecutive_nonfinite:
-                saved = self._save_nonfinite_checkpoint()
-                raise NonFiniteLossError(
-                    f"{self._nonfinite_streak} consecutive updates had a non-finite loss or gradient "
-                    f"(loss={float(sums['loss'])}, grad_norm={float(grad_norm)}); stopping. Lower the learning "
-                    f"rate or check the rewards; model.max_consecutive_nonfinite sets the limit. {saved}"
-                )
+        self.nonfinite.record(finite, sums["loss"], grad_norm, lambda: save_nonfinite_checkpoint(self.trainer))
         opt.zero_grad(set_to_none=True)
         sums = {k: self._global_sum(v) for k, v in sums.items()}
         sums["grad_norm"] = grad_norm.detach()
         return sums
 
-    def _total_epochs(self) -> int:
-        """Planned data epochs: the earlier end of ``trainer.max_epochs`` and ``max_steps`` (-1 if unknown)."""
-        ends = []
-        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
-            ends.append(int(self.trainer.max_epochs))
-        steps_per_epoch = getattr(self.trainer.datamodule, "steps_per_epoch", 0)
-        if self.trainer.max_steps > 0 and steps_per_epoch:
-            updates = self.hparams.ppo_epochs * self.hparams.num_mini_batches
-            ends.append(max(1, -(-self.trainer.max_steps // (updates * steps_per_epoch))))
-        return min(ends) if ends else -1
-
-    def _save_nonfinite_checkpoint(self) -> str:
-        """Save ``nonfinite.ckpt`` (weights are still those of the last finite update) and say where."""
-        trainer = self.trainer
-        callback = trainer.checkpoint_callback
-        folder = getattr(callback, "dirpath", None) or trainer.log_dir or trainer.default_root_dir
-        path = os.path.join(folder, "nonfinite.ckpt")
-        try:
-            trainer.save_checkpoint(path)
-        except Exception as err:  # noqa: BLE001 - the run stops either way; do not hide the non-finite error
-            return f"Saving a checkpoint failed: {type(err).__name__}: {err}"
-        return f"The last finite state is saved in {path}."
-
-    # ------------------------------------------------------------------ distributed reductions
-    def _global_std(self, x: Tensor) -> Tensor:
-        """Unbiased standard deviation of ``x`` (shape ``(B,)``) over all ranks."""
-        n = self._global_sum(torch.tensor(float(x.numel()), device=x.device))
-        mean = self._global_sum(x.sum()) / n
-        sq = self._global_sum(((x - mean) ** 2).sum())
-        return (sq / (n - 1)).sqrt() if n > 1 else torch.zeros((), device=x.device)
-
+    # ------------------------------------------------------------------ distributed reductions and logging
     def _global_sum(self, x: Tensor) -> Tensor:
         if self._trainer is None or self.trainer.world_size == 1:
             return x
         return self.trainer.strategy.reduce(x.clone(), reduce_op="sum")
 
-    # ------------------------------------------------------------------ logging
     def _log_step(
         self, batch: RolloutBatch, old_logp: Tensor, advantages: Tensor, entropy_split: dict[str, Tensor],
         step_stats: list[dict[str, Tensor]], timings: dict[str, float], component_values: dict[str, float],
     ) -> None:
-        mask = batch.response_mask
-        n_generated = self._global_sum(mask.sum().float())  # response tokens over all ranks
-        n_tok = n_generated.clamp(min=1)
-        self.entropy_dynamics.update(old_logp, advantages, mask)
+        self.entropy_dynamics.update(old_logp, advantages, batch.response_mask)
         cov = self.entropy_dynamics.compute()
         self.entropy_dynamics.reset()
-        lengths = mask.sum(-1).float()
-        scores = batch.scores.float()
-        _, inverse = torch.unique(batch.group_ids, return_inverse=True)
-        n_groups = int(inverse.max()) + 1
-        count = torch.zeros(n_groups, device=scores.device).index_add_(0, inverse, torch.ones_like(scores))
-        g_mean = torch.zeros(n_groups, device=scores.device).index_add_(0, inverse, scores) / count
-        g_sq_dev = torch.zeros(n_groups, device=scores.device).index_add_(0, inverse, (scores - g_mean[inverse]) ** 2)
-        logs: dict[str, Any] = {
-            "train/reward_mean": scores.mean(),
-            "train/reward_std": self._global_std(scores),
-            "train/accuracy": (scores >= self.hparams.correct_threshold).float().mean(),
-            "train/zero_variance_groups": (g_sq_dev == 0).float().mean(),
-            "train/response_length_mean": lengths.mean(),
-            "train/response_length_max": lengths.max(),
-            "train/truncated_frac": batch.truncated.float().mean(),
-            "train/entropy": entropy_split["all"],
-            "train/entropy_pos": entropy_split["pos"],
-            "train/entropy_neg": entropy_split["neg"],
-            "train/cov": cov["cov"],
-            "train/cov_pos": cov["cov_pos"],
-            "train/cov_neg": cov["cov_neg"],
-            "train/pos_token_frac": self._global_sum((mask & (advantages > 0)).sum().float()) / n_tok,
-            "train/lr": torch.tensor(self.optimizers().param_groups[0]["lr"]),
-            "train/nonfinite_skipped": torch.tensor(float(self.nonfinite_total)),
-        }
-        for key in step_stats[0]:
-            logs[f"train/{key}"] = torch.stack([s[key].float() for s in step_stats]).mean()
-        if batch.rollout_logprobs is not None:
-            diff = (old_logp - batch.rollout_logprobs).masked_fill(~mask, 0)
-            logs["train/rollout_logprob_diff"] = self._global_sum(diff.abs().sum()) / n_tok
-            logs["train/rollout_ratio_max"] = torch.exp(diff.clamp(-20, 20)).amax()
-        logs.update({f"train/{k}": torch.tensor(float(v)) for k, v in component_values.items()})
-        for k, v in batch.info.items():
-            if not k.startswith("time/"):
-                logs[f"rollout/{k}"] = torch.tensor(float(v))
-        logs.update({k: torch.tensor(float(v)) for k, v in timings.items()})
-        if self.device.type == "cuda":
-            logs["gpu/peak_memory_gib"] = torch.tensor(torch.cuda.max_memory_allocated(self.device) / 2**30)
-        logs["throughput/tokens_per_s"] = n_generated / max(timings["time/step"], 1e-9)
-        # the x-axis for curves: rollout batches trained on so far. Lightning's own `step` column also counts the
-        # phantom batch that ends each data epoch (it re-logs the previous row there, with the same rollout_step)
-        logs["rollout_step"] = torch.tensor(float(self.rollout_step))
+        logs = step_logs(
+            batch, old_logp, advantages, entropy_split, cov, step_stats, global_sum=self._global_sum,
+            correct_threshold=self.hparams.correct_threshold, lr=self.optimizers().param_groups[0]["lr"],
+            nonfinite_total=self.nonfinite.total, component_values=component_values, timings=timings,
+            rollout_step=self.rollout_step, device=self.device,
+        )
         # per-rank values (rewards, lengths) are averaged over ranks, which hold equally many sequences
         sync = self.trainer.world_size > 1
         for k, v in logs.items():
@@ -515,19 +325,10 @@ class RLVRModule(LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         """Sample k responses per question of an evaluation set's batch, score them, update the set's metrics."""
-        dm = self.trainer.datamodule
+        dm = self._data()
         es: EvalSet = dm.eval_sets[batch["set"]]
-        prompts = [{"prompt": t, "prompt_ids": ids, "answer": a}
-                   for t, ids, a in zip(batch["prompts"], batch["prompt_ids"], batch["answers"])]
-        rollout = dm.rollout(prompts, n=es.k, seed=dm.eval_seed(es.name, batch_idx), temperature=es.temperature,
-                             top_p=es.top_p, top_k=es.top_k, max_new_tokens=es.max_new_tokens, logprobs=False)
-        rollout = rollout.to(self.device)
-        self._engine().sleep()  # as in training: vLLM frees the accelerator while the policy scores (no-op for HF)
-        self._eval_temperature = es.temperature
-        try:
-            logp, entropy = self._score_batch(self.policy, rollout, with_entropy=True)
-        finally:
-            self._eval_temperature = None
+        rollout = dm.eval_rollout(batch, batch_idx).to(self.device)  # sampled at the set's temperature
+        logp, entropy = self._score(self.policy, rollout, with_entropy=True)
         if es.name not in self.eval_metrics:
             self.eval_metrics[es.name] = EvalMetrics(
                 es.k, es.ks, correct_threshold=self.hparams.correct_threshold).to(self.device)
@@ -552,7 +353,7 @@ class RLVRModule(LightningModule):
             ks = {name: self.eval_metrics[name].k for name in results}
             questions = {name: int(values["questions"]) for name, values in results.items()}
             when = f" at step {self.global_step}" if self.trainer.state.fn == "fit" else ""
-            title = "test" if prefix == "test" else "validation"
+            title = {"test": "test", "val": "validation"}[prefix]
             self.print(f"\n{title}{when}\n" + format_eval_table(results, ks, questions))
 
     # `rlvr test` evaluates the same benchmark sets as `rlvr validate`, logged under test/
@@ -564,16 +365,15 @@ class RLVRModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rlvr"] = {
             "rollout_step": self.rollout_step,
-            "nonfinite_total": self.nonfinite_total,
-            "components": {name: comp.state_dict() for name, comp in self.components().items()},
+            "nonfinite_total": self.nonfinite.total,
+            "components": self.loss.component_state_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("rlvr", {})
         self.rollout_step = int(state.get("rollout_step", 0))
-        self.nonfinite_total = int(state.get("nonfinite_total", 0))
-        for name, comp_state in state.get("components", {}).items():
-            getattr(self, name).load_state_dict(comp_state)
+        self.nonfinite.total = int(state.get("nonfinite_total", 0))
+        self.loss.load_component_state_dict(state.get("components", {}))
 
 
 __all__ = ["RLVRModule", "NonFiniteLossError"]

@@ -1,8 +1,8 @@
 """Loss components of rlvr-lightning: one abstract base and registry per axis, and the built-in strategies.
 
 Importing this package registers every built-in, so YAML configs can name them by short class name
-(``class_path: PAR``) and code can look them up by registry name (``Reweight.get("par")``). See
-``docs/components.md``.
+(``class_path: PAR``) and code can look them up by registry name (``Reweight.get("par")``). :class:`Loss` composes
+one component per axis into the loss of a micro-batch. See ``docs/components.md``.
 """
 
 from rlvr_lightning.components.advantages import GRPO, RLOO, DrGRPO, ReinforcePPBaseline, SignedReward
@@ -25,6 +25,7 @@ from rlvr_lightning.components.base import (
 from rlvr_lightning.components.clip import CISPO, GSPO, NoClip, PPOClip
 from rlvr_lightning.components.entropy import AdaptiveEntropyBonus, ConstantEntropyBonus, NoEntropyBonus
 from rlvr_lightning.components.kl import KL, NoKL
+from rlvr_lightning.components.loss import Loss
 from rlvr_lightning.components.reweight import (
     PAR,
     ClipCov,
@@ -65,6 +66,7 @@ __all__ = [
     "HighEntropyTokens",
     "KLCov",
     "KLPenalty",
+    "Loss",
     "NegativeOnly",
     "NoClip",
     "NoEntropyBonus",

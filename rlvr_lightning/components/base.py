@@ -205,6 +205,9 @@ class KLPenalty(Component):
     """
 
     needs_reference: ClassVar[bool] = True
+    coef: float = 1.0
+    """The coefficient the per-token penalty is scaled by; the loss divides it out to log the plain KL estimate
+    (``kl_ref``). A subclass with a coefficient sets it; 1.0 means the penalty is the estimate itself."""
 
     @abstractmethod
     def __call__(self, logp: Tensor, ref_logp: Tensor, mask: Tensor) -> Tensor: ...

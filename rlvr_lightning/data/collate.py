@@ -1,17 +1,22 @@
-"""Turning engine samples and their rewards into a ``RolloutBatch``: padding of prompts and responses.
+"""Turning engine samples and their rewards into a ``RolloutBatch``: decoding, scoring, padding.
 
 Shapes: P prompts, B sequences, Tp prompt tokens, T response tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
+from rlvr_lightning.data.prompts import PromptRecord
 from rlvr_lightning.data.types import RolloutBatch, Sample
 
-__all__ = ["collate_samples"]
+__all__ = ["assemble_batch", "collate_samples", "unpack_prompts"]
+
+ScoreFn = Callable[[list[str], list[str], list[str]], tuple[list[float], dict[str, float]]]
 
 
 def collate_samples(
@@ -59,3 +64,57 @@ def collate_samples(
         truncated=torch.tensor([s.finish_reason == "length" for s in samples], dtype=torch.bool),
         rollout_logprobs=r_lp,
     )
+
+
+def unpack_prompts(
+    prompts: Sequence[PromptRecord] | Sequence[dict[str, Any]],
+) -> tuple[list[str], list[list[int]], list]:
+    """Texts, token ids and answers of prompt records, or of dicts with ``"prompt_ids"``, ``"answer"`` and
+    optionally ``"prompt"``."""
+    texts, ids, answers = [], [], []
+    for p in prompts:
+        if isinstance(p, PromptRecord):
+            text, token_ids, answer = p.text, p.token_ids, p.answer
+        else:
+            text, token_ids, answer = p.get("prompt", ""), list(p["prompt_ids"]), p["answer"]
+        texts.append(text)
+        ids.append(token_ids)
+        answers.append(answer)
+    return texts, ids, answers
+
+
+def assemble_batch(
+    groups: Sequence[Sequence[Sample]], prompt_ids: Sequence[Sequence[int]], texts: Sequence[str],
+    answers: Sequence[Any], *, tokenizer: Any, score: ScoreFn, temperature: float, generate_seconds: float,
+) -> RolloutBatch:
+    """Decode the engine's samples (one group per prompt), score them and pad them into a batch.
+
+    Args:
+        groups: the samples of each of the P prompts, as the engine returned them.
+        prompt_ids, texts, answers: token ids, text and reference answer of each prompt (length P).
+        tokenizer: decodes the responses; its pad (else eos) token fills padding.
+        score: ``score(completions, answers, prompts) -> (scores, info)``, one entry per sample.
+        temperature: the sampling temperature, carried on the batch (``RolloutBatch.temperature``).
+        generate_seconds: the engine's time, logged with the decoding time as ``time/rollout``.
+    """
+    t0 = time.perf_counter()
+    samples = [s for g in groups for s in g]
+    completions = tokenizer.batch_decode([s.token_ids for s in samples], skip_special_tokens=True)
+    t1 = time.perf_counter()
+    rep = [i for i, g in enumerate(groups) for _ in g]
+    scores, reward_info = score(completions, [answers[i] for i in rep], [texts[i] for i in rep])
+    t2 = time.perf_counter()
+    pad = tokenizer.pad_token_id
+    batch = collate_samples(prompt_ids, samples, rep, scores,
+                            pad_token_id=tokenizer.eos_token_id if pad is None else pad)
+    batch.prompts = [texts[i] for i in rep]
+    batch.completions = completions
+    batch.answers = [answers[i] for i in rep]
+    batch.info = {
+        "time/rollout": generate_seconds + (t1 - t0),
+        "time/scoring": t2 - t1,
+        "tokens/generated": float(sum(len(s.token_ids) for s in samples)),
+        **reward_info,
+    }
+    batch.temperature = temperature
+    return batch

@@ -31,7 +31,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from rlvr_lightning.data.collate import collate_samples
+from rlvr_lightning.data.collate import assemble_batch, unpack_prompts
 from rlvr_lightning.data.dynamic_sampling import zero_variance_policy
 from rlvr_lightning.data.hf_engine import HFEngine
 from rlvr_lightning.data.evaluation import EvalLoader, EvalSet, eval_batches, eval_seed, load_eval_set, named_eval_sets
@@ -44,7 +44,11 @@ from rlvr_lightning.rewards.combine import RewardSpec, resolve_rewards
 __all__ = ["RolloutDataModule"]
 
 class _RolloutStream(IterableDataset):
-    """Iterates the remaining steps of the current data epoch, generating each batch on demand."""
+    """Iterates the remaining steps of the current data epoch, generating each batch on demand.
+
+    The engine sleeps once a batch is made (vLLM frees the accelerator while the trainer works; a no-op for
+    ``HFEngine``); it wakes for the next generation or weight sync.
+    """
 
     def __init__(self, dm: RolloutDataModule) -> None:
         self.dm = dm
@@ -54,7 +58,9 @@ class _RolloutStream(IterableDataset):
         dm._ensure_ready()
         end = (dm.step // dm.steps_per_epoch + 1) * dm.steps_per_epoch
         while dm.step < end:
-            yield dm.next_batch()
+            batch = dm.next_batch()
+            dm.engine.sleep()
+            yield batch
 
 
 class RolloutDataModule(pl.LightningDataModule):
@@ -353,62 +359,21 @@ class RolloutDataModule(pl.LightningDataModule):
             A batch of B = len(prompts) * n sequences; ``group_ids`` index ``prompts``.
         """
         self._ensure_ready()
-        texts, ids, answers, extras = [], [], [], []
-        for p in prompts:
-            if isinstance(p, PromptRecord):
-                (
-                    texts.append(p.text),
-                    ids.append(p.token_ids),
-                    answers.append(p.answer),
-                    extras.append(p.fields),
-                )
-            else:
-                (
-                    texts.append(p.get("prompt", "")),
-                    ids.append(list(p["prompt_ids"])),
-                    answers.append(p["answer"]),
-                )
-                extras.append({})
-        overrides = {
-            "n": n,
-            "temperature": temperature,
-            "top_p": top_p,
-            "top_k": top_k,
-            "max_new_tokens": max_new_tokens,
-            "logprobs": logprobs,
-        }
-        sampling = SamplingConfig(
-            **{**vars(self.sampling), **{k: v for k, v in overrides.items() if v is not None}}
-        )
+        texts, ids, answers = unpack_prompts(prompts)
+        sampling = self._sampling(n=n, temperature=temperature, top_p=top_p, top_k=top_k,
+                                  max_new_tokens=max_new_tokens, logprobs=logprobs)
         t0 = time.perf_counter()
         groups = self.engine.generate(ids, sampling, seed=seed)
-        samples = [s for g in groups for s in g]
-        completions = self.tokenizer.batch_decode([s.token_ids for s in samples], skip_special_tokens=True)
-        t1 = time.perf_counter()
-        rep = [i for i, g in enumerate(groups) for _ in g]
-        scores, reward_info = score_completions(
-            completions,
-            [answers[i] for i in rep],
-            self.reward_fns,
-            weights=self.reward_weights,
-            prompts=[texts[i] for i in rep],
-            strict=self.strict_rewards,
-        )
-        t2 = time.perf_counter()
-        pad = self.tokenizer.pad_token_id
-        batch = collate_samples(
-            ids, samples, rep, scores, pad_token_id=self.tokenizer.eos_token_id if pad is None else pad
-        )
-        batch.prompts = [texts[i] for i in rep]
-        batch.completions = completions
-        batch.answers = [answers[i] for i in rep]
-        batch.info = {
-            "time/rollout": t1 - t0,
-            "time/scoring": t2 - t1,
-            "tokens/generated": float(sum(len(s.token_ids) for s in samples)),
-            **reward_info,
-        }
-        return batch
+        return assemble_batch(groups, ids, texts, answers, tokenizer=self.tokenizer, score=self._score,
+                              temperature=sampling.temperature, generate_seconds=time.perf_counter() - t0)
+
+    def _score(self, completions: list[str], answers: list[str], prompts: list[str]) -> tuple[list[float], dict]:
+        return score_completions(completions, answers, self.reward_fns, weights=self.reward_weights, prompts=prompts,
+                                 strict=self.strict_rewards)
+
+    def _sampling(self, **overrides: Any) -> SamplingConfig:
+        """The configured sampling with the overrides that are not None."""
+        return SamplingConfig(**{**vars(self.sampling), **{k: v for k, v in overrides.items() if v is not None}})
 
     # -- internals -----------------------------------------------------------------------------------------
     def _steps_or_zero(self) -> int:
@@ -437,6 +402,31 @@ class RolloutDataModule(pl.LightningDataModule):
                 f"{what + ': ' if what else ''}no prompts left after dropping those over "
                 f"max_prompt_length={self.prompt_format.max_prompt_length}"
             )
+
+    # -- what RLVRModule reads (rlvr_lightning.data.types.RolloutSource) ----------------------------------------
+    def sync_weights(self, policy: torch.nn.Module) -> None:
+        """Make the engine sample from ``policy``'s current weights (after every rollout batch's updates, and
+        before evaluating)."""
+        self.engine.update_weights(policy)
+
+    def eval_rollout(self, batch: dict[str, Any], batch_idx: int) -> RolloutBatch:
+        """Sample ``k`` responses per question of an evaluation batch with its set's settings and score them.
+
+        Args:
+            batch: one batch of :meth:`val_dataloader`: ``{"set", "prompts", "prompt_ids", "answers", "valid"}``.
+            batch_idx: the batch's index in its set's loader; with the set's name it fixes the engine seed, so
+                every evaluation of unchanged weights draws the same responses.
+
+        Returns:
+            ``len(batch["prompts"]) * k`` sequences, ``temperature`` the set's; the engine is asleep afterwards.
+        """
+        es = self.eval_sets[batch["set"]]
+        prompts = [{"prompt": t, "prompt_ids": ids, "answer": a}
+                   for t, ids, a in zip(batch["prompts"], batch["prompt_ids"], batch["answers"])]
+        rollout = self.rollout(prompts, n=es.k, seed=self.eval_seed(es.name, batch_idx), temperature=es.temperature,
+                               top_p=es.top_p, top_k=es.top_k, max_new_tokens=es.max_new_tokens, logprobs=False)
+        self.engine.sleep()  # as in training: vLLM frees the accelerator while the policy scores (no-op for HF)
+        return rollout
 
 
 def _check_sizes(**sizes: int) -> None:

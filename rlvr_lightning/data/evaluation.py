@@ -26,7 +26,6 @@ from typing import Any
 
 from rlvr_lightning.data.prompts import PromptFormat, PromptRecord, PromptSource, format_prompts
 from rlvr_lightning.data.schedule import mix_seed
-from rlvr_lightning.metrics.evaluation import EvalMetrics, format_eval_table  # noqa: F401 - the old import path
 
 __all__ = [
     "EvalLoader",

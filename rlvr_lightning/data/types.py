@@ -1,15 +1,23 @@
 """The data contracts between rollout engines, the DataModule and the LightningModule.
 
+``RolloutEngine`` is what the DataModule needs from a generator; ``RolloutBatch`` is what a rollout produces;
+``RolloutSource`` is everything ``RLVRModule`` reads from its DataModule.
+
 Shapes: P prompts, G samples per prompt (group size), B = P * G sequences, Tp prompt tokens, T response tokens.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Iterable, Literal, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from rlvr_lightning.data.evaluation import EvalSet
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,8 @@ class RolloutBatch:
         completions: decoded response of each sequence (length B).
         answers: reference answer of each sequence (length B).
         info: scalar statistics of how the batch was made (timings in seconds, reward failures, ...).
+        temperature: the sampling temperature the responses were drawn at (0: greedy); the module scores the
+            responses at this temperature (at 1.0 for greedy ones).
     """
 
     prompt_ids: Tensor
@@ -115,6 +125,7 @@ class RolloutBatch:
     completions: list[str] = field(default_factory=list)
     answers: list[str] = field(default_factory=list)
     info: dict[str, float] = field(default_factory=dict)
+    temperature: float = 1.0
 
     def __len__(self) -> int:
         return int(self.response_ids.shape[0])
@@ -192,4 +203,73 @@ def concat_batches(batches: Iterable[RolloutBatch]) -> RolloutBatch:
         completions=sum((b.completions for b in batches), []),
         answers=sum((b.answers for b in batches), []),
         info=info if first.info is not None else {},
+        temperature=first.temperature,
     )
+
+
+class RolloutSource(Protocol):
+    """Everything ``RLVRModule`` reads from its DataModule (``trainer.datamodule``), and nothing else.
+
+    ``RolloutDataModule`` implements it. Training batches arrive through Lightning's ``train_dataloader`` (one
+    :class:`RolloutBatch` per step, generated on demand from the current weights); the DataModule owns its engine,
+    puts it to sleep after each rollout, and gets the policy's weights through :meth:`sync_weights`. The module
+    checks the members (:func:`as_rollout_source`) before a run starts.
+    """
+
+    prompts_per_step: int
+    """P: prompts per training step over all ranks."""
+    num_generations: int
+    """G: responses per prompt."""
+    eval_sets: Mapping[str, EvalSet]
+    """The evaluation sets by name; the module reads their ``k`` and ``ks`` (the metrics' sizes)."""
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Training steps in one data epoch."""
+        ...
+
+    @property
+    def epoch(self) -> int:
+        """The 0-based data epoch of the next training batch."""
+        ...
+
+    def sync_weights(self, policy: nn.Module) -> None:
+        """Make the rollout engine sample from ``policy``'s current weights."""
+        ...
+
+    def eval_rollout(self, batch: dict[str, Any], batch_idx: int) -> RolloutBatch:
+        """Sample and score the responses of one evaluation batch (from ``val_dataloader``), the engine asleep
+        afterwards; ``RolloutBatch.temperature`` says how they were sampled."""
+        ...
+
+
+def missing_members(obj: Any, protocol: type) -> list[str]:
+    """The members of ``protocol`` (attributes and methods) that ``obj`` lacks, without evaluating properties.
+
+    Unlike ``isinstance`` on a runtime-checkable protocol, a property that raises (say, a step count before the
+    prompts are loaded) counts as present.
+    """
+    names = {n for n in vars(protocol) if not n.startswith("_")} | set(getattr(protocol, "__annotations__", {}))
+    missing = []
+    for name in sorted(names):
+        try:
+            inspect.getattr_static(obj, name)
+        except AttributeError:
+            missing.append(name)
+    return missing
+
+
+def as_rollout_source(dm: Any) -> RolloutSource:
+    """``dm`` itself once it has every member of :class:`RolloutSource`.
+
+    Raises:
+        TypeError: naming the missing members (or saying there is no DataModule at all).
+    """
+    missing = missing_members(dm, RolloutSource)
+    if missing:
+        got = "none" if dm is None else f"{type(dm).__name__}, which lacks {', '.join(missing)}"
+        raise TypeError(
+            f"RLVRModule needs a DataModule implementing rlvr_lightning.data.types.RolloutSource (e.g. "
+            f"RolloutDataModule, passed as datamodule=); got {got}"
+        )
+    return dm

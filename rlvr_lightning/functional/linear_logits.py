@@ -115,20 +115,7 @@ class _LinearLogprobEntropy(torch.autograd.Function):
             z = _chunk_logits(hidden, weight, bias, temperature, start, end, zbuf)
             z.sub_(lse[start:end].unsqueeze(-1))  # log p
             p = torch.exp(z, out=pbuf[: end - start])
-            # d logp / dz = onehot(y) - p ;  d H / dz = -p (z - E_p[z]) = -p (log p + H) ;
-            # g = dL/dz, built in z's buffer
-            g = z
-            if grad_entropy is not None:
-                g.add_(entropy[start:end].unsqueeze(-1)).mul_(grad_entropy[start:end].unsqueeze(-1))
-                if grad_logp is not None:
-                    g.add_(grad_logp[start:end].unsqueeze(-1))
-            else:
-                g.copy_(grad_logp[start:end].unsqueeze(-1).expand_as(g))
-            g.mul_(p).neg_()
-            if grad_logp is not None:
-                g.scatter_add_(-1, labels[start:end].unsqueeze(-1), grad_logp[start:end].unsqueeze(-1))
-            if temperature != 1.0:
-                g.div_(temperature)
+            g = _logit_grad(z, p, labels, entropy, grad_logp, grad_entropy, start, end, temperature)
             if grad_b is not None:
                 grad_b.add_(g.sum(dim=0))
             gm = g.to(hidden.dtype) if half else g
@@ -147,6 +134,29 @@ class _LinearLogprobEntropy(torch.autograd.Function):
         if grad_b is not None and grad_b.dtype != bias.dtype:
             grad_b = grad_b.to(bias.dtype)
         return grad_h, grad_w, grad_b, None, None, None
+
+
+def _logit_grad(
+    z: Tensor, p: Tensor, labels: Tensor, entropy: Tensor, grad_logp: Tensor | None, grad_entropy: Tensor | None,
+    start: int, end: int, temperature: float,
+) -> Tensor:
+    """dL/d(logits) of rows ``start:end``, built in ``z``'s buffer (``z`` holds log p on entry, ``p`` the probs).
+
+    d logp / dz = onehot(y) - p ;  d H / dz = -p (z - E_p[z]) = -p (log p + H) ; both divided by the temperature.
+    """
+    g = z
+    if grad_entropy is not None:
+        g.add_(entropy[start:end].unsqueeze(-1)).mul_(grad_entropy[start:end].unsqueeze(-1))
+        if grad_logp is not None:
+            g.add_(grad_logp[start:end].unsqueeze(-1))
+    else:
+        g.copy_(grad_logp[start:end].unsqueeze(-1).expand_as(g))
+    g.mul_(p).neg_()
+    if grad_logp is not None:
+        g.scatter_add_(-1, labels[start:end].unsqueeze(-1), grad_logp[start:end].unsqueeze(-1))
+    if temperature != 1.0:
+        g.div_(temperature)
+    return g
 
 
 def _check_inputs(

@@ -1,0 +1,50 @@
+"""Scoring rollouts with a model: the response tokens' log-probs and entropy, micro-batched.
+
+Logits are divided by the batch's sampling temperature (``RolloutBatch.temperature``; 1.0 for greedy rollouts),
+so the log-probs are those of the distribution the responses were sampled from.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rlvr_lightning import functional as F
+from rlvr_lightning.data.types import RolloutBatch
+
+
+def sequence_logprobs(
+    model: nn.Module, batch: RolloutBatch, *, with_entropy: bool, grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Log-probs (and entropy, else None) of the response tokens under ``model``, each shape ``(B, T)``."""
+    input_ids, attention_mask, position_ids = batch.model_inputs()
+    T = batch.response_ids.shape[1]
+    with torch.set_grad_enabled(grad):
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                    use_cache=False, logits_to_keep=T + 1)
+        logits = out.logits[:, -(T + 1):-1]
+        temperature = batch.temperature or 1.0
+        if with_entropy:
+            return F.logprobs_and_entropy(logits, batch.response_ids, temperature=temperature)
+        return F.logprobs_from_logits(logits, batch.response_ids, temperature=temperature), None
+
+
+def micro_batches(index: Tensor, size: int | None) -> list[Tensor]:
+    """``index`` (shape ``(n,)``) cut into chunks of ``size`` (None: one chunk)."""
+    return list(index.split(size or len(index)))
+
+
+@torch.no_grad()
+def score_batch(
+    model: nn.Module, batch: RolloutBatch, *, with_entropy: bool, micro_batch_size: int | None
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`sequence_logprobs` of a whole batch without gradients, ``micro_batch_size`` sequences at a time, in
+    eval mode (no dropout); the model's mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    parts = [sequence_logprobs(model, batch.select(idx), with_entropy=with_entropy, grad=False)
+             for idx in micro_batches(torch.arange(len(batch)), micro_batch_size)]
+    model.train(was_training)
+    logp = torch.cat([p[0] for p in parts])
+    ent = torch.cat([p[1] for p in parts]) if with_entropy else None
+    return logp, ent

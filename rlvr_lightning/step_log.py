@@ -1,0 +1,94 @@
+"""The scalars ``RLVRModule`` logs after each training step, computed from the step's tensors.
+
+Rewards, accuracy and lengths of the rollout batch, its entropy and covariance splits, the loss statistics of its
+updates, the rollout/trainer log-prob mismatch, component values, timings and throughput. Cross-rank sums go
+through the ``global_sum`` given (identity on one rank), so this runs without a Trainer.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from rlvr_lightning import functional as F
+from rlvr_lightning.data.types import RolloutBatch
+
+GlobalSum = Callable[[Tensor], Tensor]
+
+
+def global_std(x: Tensor, global_sum: GlobalSum) -> Tensor:
+    """Unbiased standard deviation of ``x`` (shape ``(B,)``) over all ranks."""
+    n = global_sum(torch.tensor(float(x.numel()), device=x.device))
+    mean = global_sum(x.sum()) / n
+    sq = global_sum(((x - mean) ** 2).sum())
+    return (sq / (n - 1)).sqrt() if n > 1 else torch.zeros((), device=x.device)
+
+
+def _batch_logs(batch: RolloutBatch, correct_threshold: float, global_sum: GlobalSum) -> dict[str, Tensor]:
+    """Rewards, accuracy, zero-variance groups, lengths and truncation of a rollout batch."""
+    lengths = batch.response_mask.sum(-1).float()
+    scores = batch.scores.float()
+    return {
+        "train/reward_mean": scores.mean(),
+        "train/reward_std": global_std(scores, global_sum),
+        "train/accuracy": (scores >= correct_threshold).float().mean(),
+        "train/zero_variance_groups": F.group_stats(scores, batch.group_ids).equal.float().mean(),
+        "train/response_length_mean": lengths.mean(),
+        "train/response_length_max": lengths.max(),
+        "train/truncated_frac": batch.truncated.float().mean(),
+    }
+
+
+def step_logs(
+    batch: RolloutBatch, old_logp: Tensor, advantages: Tensor, entropy_split: dict[str, Tensor],
+    cov: dict[str, Tensor], step_stats: list[dict[str, Tensor]], *, global_sum: GlobalSum,
+    correct_threshold: float, lr: float, nonfinite_total: int, component_values: dict[str, float],
+    timings: dict[str, float], rollout_step: int, device: torch.device,
+) -> dict[str, Tensor]:
+    """Every value logged for one training step, by key (``train/...``, ``rollout/...``, ``time/...`` ...).
+
+    Args:
+        batch: the rollout batch (its ``response_mask`` is ``(B, T)``).
+        old_logp: log-probs under the sampling policy, shape ``(B, T)``.
+        advantages: per-token advantages, shape ``(B, T)``.
+        entropy_split: mean token entropy over ``"all"`` / ``"pos"`` / ``"neg"`` tokens (0-dim tensors).
+        cov: covariance scores ``"cov"`` / ``"cov_pos"`` / ``"cov_neg"`` (0-dim tensors).
+        step_stats: the loss statistics of each update of the step (averaged over updates).
+        global_sum: sums a tensor over ranks.
+        correct_threshold: a score at or above it counts as correct.
+        lr: the learning rate.
+        nonfinite_total: updates skipped so far for a non-finite loss or gradient.
+        component_values: the loss components' values (``lambda`` ...).
+        timings: seconds by ``time/...`` key, ``time/step`` included.
+        rollout_step: rollout batches trained on so far.
+        device: where the policy lives (the peak accelerator memory is logged on CUDA).
+    """
+    mask = batch.response_mask
+    n_generated = global_sum(mask.sum().float())  # response tokens over all ranks
+    n_tok = n_generated.clamp(min=1)
+    logs = _batch_logs(batch, correct_threshold, global_sum)
+    logs.update({f"train/entropy{s}": entropy_split[k] for s, k in (("", "all"), ("_pos", "pos"), ("_neg", "neg"))})
+    logs.update({f"train/{k}": cov[k] for k in ("cov", "cov_pos", "cov_neg")})
+    logs["train/pos_token_frac"] = global_sum((mask & (advantages > 0)).sum().float()) / n_tok
+    logs["train/lr"] = torch.tensor(lr)
+    logs["train/nonfinite_skipped"] = torch.tensor(float(nonfinite_total))
+    for key in step_stats[0]:
+        logs[f"train/{key}"] = torch.stack([s[key].float() for s in step_stats]).mean()
+    if batch.rollout_logprobs is not None:
+        diff = (old_logp - batch.rollout_logprobs).masked_fill(~mask, 0)
+        logs["train/rollout_logprob_diff"] = global_sum(diff.abs().sum()) / n_tok
+        logs["train/rollout_ratio_max"] = torch.exp(diff.clamp(-20, 20)).amax()
+    logs.update({f"train/{k}": torch.tensor(float(v)) for k, v in component_values.items()})
+    for k, v in batch.info.items():
+        if not k.startswith("time/"):
+            logs[f"rollout/{k}"] = torch.tensor(float(v))
+    logs.update({k: torch.tensor(float(v)) for k, v in timings.items()})
+    if device.type == "cuda":
+        logs["gpu/peak_memory_gib"] = torch.tensor(torch.cuda.max_memory_allocated(device) / 2**30)
+    logs["throughput/tokens_per_s"] = n_generated / max(timings["time/step"], 1e-9)
+    # the x-axis for curves: rollout batches trained on so far. Lightning's own `step` column also counts the
+    # phantom batch that ends each data epoch (it re-logs the previous row there, with the same rollout_step)
+    logs["rollout_step"] = torch.tensor(float(rollout_step))
+    return logs
