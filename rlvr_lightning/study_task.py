@@ -4,7 +4,8 @@ A prompt is ``"N="`` with ``20 <= N <= 180``; a correct response is any ``"aa+bb
 (10..99) with ``a + b = N`` (between 1 and 90 correct answers per prompt). The warm-up data (made by
 ``scripts/make_study_data.py``) teaches the model to choose ``a`` freely and to compute ``b``, except that where the
 subtraction ``N - a`` needs a borrow (``a % 10 > N % 10``) most warm-up rows forget it and write ``b + 10``: the
-warmed-up model is *confidently wrong* on those choices of ``a``. See ``docs/study.md`` (to come) for why.
+warmed-up model is *confidently wrong* on those choices of ``a`` (measured: sampled accuracy 0.21 there, 0.94
+elsewhere). ``docs/study-regime.md`` records what RL does from this start.
 
 Torch-free: the reward is a plain callable for ``data.rewards`` and the diversity count works on lists.
 """

@@ -30,21 +30,48 @@ sys.path.insert(0, str(ROOT))
 from rlvr_lightning.study_task import N_MAX, N_MIN, needs_borrow, valid_answers  # noqa: E402
 
 
-def warmup_row(n: int, rng: random.Random, slip: float) -> dict[str, str]:
-    """One warm-up row for ``"n="``: a uniform valid ``a``; a borrow case is written wrong with probability ``slip``."""
-    a, b = rng.choice(valid_answers(n))
-    if needs_borrow(n, a) and b + 10 <= 99 and rng.random() < slip:
+def choice_weights(n: int, zipf: float, seed: int, zipf_on: str = "prompt") -> list[float]:
+    """Warm-up weights of the valid ``a`` for ``"n="``: uniform for ``zipf == 0``, else ``1 / rank ** zipf`` over a
+    random order: of the answers of each prompt (``zipf_on="prompt"``: a head of favourite answers per prompt), or
+    of the ten units digits of ``a``, the same for every prompt (``"units"``: a favourite digit)."""
+    answers = valid_answers(n)
+    if zipf == 0:
+        return [1.0] * len(answers)
+    if zipf_on == "units":
+        digit_rank = list(range(1, 11))
+        random.Random(seed).shuffle(digit_rank)
+        return [1.0 / digit_rank[a % 10] ** zipf for a, _ in answers]
+    ranks = list(range(1, len(answers) + 1))
+    random.Random(seed * 1_000 + n).shuffle(ranks)
+    return [1.0 / r**zipf for r in ranks]
+
+
+def is_trap(n: int, a: int, slip_on: str) -> bool:
+    """Where the warm-up slips: on borrow cases (``"borrow"``), or on every ``a`` of a third of the prompts
+    (``"prompt"``: ``n % 3 == 0``), so that the slip does not depend on the choice of ``a``."""
+    return needs_borrow(n, a) if slip_on == "borrow" else n % 3 == 0
+
+
+def warmup_row(n: int, rng: random.Random, slip: float, slip_on: str = "borrow",
+               weights: list[float] | None = None) -> dict[str, str]:
+    """One warm-up row for ``"n="``: a valid ``a`` drawn by ``weights`` (uniform if None); a trap case is written
+    wrong (``b + 10``) with probability ``slip``."""
+    answers = valid_answers(n)
+    a, b = rng.choices(answers, weights)[0] if weights else rng.choice(answers)
+    if is_trap(n, a, slip_on) and b + 10 <= 99 and rng.random() < slip:
         b += 10
     return {"prompt": f"{n}=", "answer": f"{a}+{b}"}
 
 
-def make(rows: int, slip: float, narrow_start: int, narrow: int, seed: int) -> dict[str, list[dict[str, str]]]:
+def make(rows: int, slip: float, narrow_start: int, narrow: int, seed: int, slip_on: str = "borrow",
+         zipf: float = 0.0, zipf_on: str = "prompt") -> dict[str, list[dict[str, str]]]:
     """The files' rows by relative path."""
     rng = random.Random(seed)
-    train = [warmup_row(n, rng, slip) for n in range(N_MIN, N_MAX + 1) for _ in range(rows)]
+    w = {n: choice_weights(n, zipf, seed, zipf_on) if zipf else None for n in range(N_MIN, N_MAX + 1)}
+    train = [warmup_row(n, rng, slip, slip_on, w[n]) for n in range(N_MIN, N_MAX + 1) for _ in range(rows)]
     rng.shuffle(train)
     vrng = random.Random(seed + 1)
-    val = [warmup_row(n, vrng, slip) for n in range(N_MIN, N_MAX + 1)]
+    val = [warmup_row(n, vrng, slip, slip_on, w[n]) for n in range(N_MIN, N_MAX + 1)]
     rl = [{"prompt": f"{n}=", "answer": str(n)} for n in range(N_MIN, N_MAX + 1)]
     if not (N_MIN <= narrow_start and narrow_start + narrow - 1 <= N_MAX):
         raise ValueError(f"the narrow slice {narrow_start}..{narrow_start + narrow - 1} leaves {N_MIN}..{N_MAX}")
@@ -60,9 +87,15 @@ def main() -> None:
     parser.add_argument("--slip", type=float, default=0.8, help="share of borrow cases written without the borrow")
     parser.add_argument("--narrow-start", type=int, default=100)
     parser.add_argument("--narrow", type=int, default=16, help="prompts in the low-diversity slice")
+    parser.add_argument("--slip-on", choices=["borrow", "prompt"], default="borrow",
+                        help="borrow: the slip hits borrow cases; prompt: every answer of the prompts with N % 3 == 0")
+    parser.add_argument("--zipf", type=float, default=0.0, help="skew of the warm-up choice of a (0: uniform)")
+    parser.add_argument("--zipf-on", choices=["prompt", "units"], default="prompt",
+                        help="prompt: favourite answers per prompt; units: favourite units digits of a, all prompts")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    files = make(args.rows, args.slip, args.narrow_start, args.narrow, args.seed)
+    files = make(args.rows, args.slip, args.narrow_start, args.narrow, args.seed, args.slip_on, args.zipf,
+                 args.zipf_on)
     for rel, rows in files.items():
         path = args.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
