@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 export OMP_NUM_THREADS = 1
 
-.PHONY: install test test-vllm demo bench
+.PHONY: install test test-vllm demo bench study-data study-model
 install:
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
@@ -25,3 +25,11 @@ demo:  # both cores
 bench:
 	$(PY) benchmarks/logprob_entropy.py
 	$(PY) benchmarks/linear_logprobs.py  # ~9 min on one shared CPU core (the float64 reference is most of it)
+
+# The study task (rlvr_lightning/study_task.py): regenerate its shipped data, and warm up its model (cached: skipped
+# when runs/study-model was made with the same settings and data).
+study-data:
+	$(PY) scripts/make_study_data.py
+
+study-model:
+	$(PY) scripts/prepare_demo_model.py --data assets/study/warmup --out runs/study-model --steps 1200 --threads 1
