@@ -17,6 +17,7 @@ from torch import Tensor
 from rlvr_lightning import functional as F
 from rlvr_lightning.components._validate import check_range
 from rlvr_lightning.components.base import Reweight, ReweightContext
+from rlvr_lightning.seeding import resolve_seed
 
 
 def _generator(device: torch.device, seed: int, ctx: ReweightContext) -> torch.Generator:
@@ -176,12 +177,12 @@ class RandomPositiveDrop(Reweight):
 
     Args:
         frac: drop probability of each ``A > 0`` token; in ``[0, 1]``.
-        seed: base seed of the draws.
+        seed: base seed of the draws (None: the run's ``seed_everything``).
     """
 
-    def __init__(self, frac: float = 0.2, seed: int = 0) -> None:
+    def __init__(self, frac: float = 0.2, seed: int | None = None) -> None:
         self.frac = check_range(type(self).__name__, "frac", frac, low=0.0, high=1.0)
-        self.seed = int(seed)
+        self.seed = resolve_seed(seed)
 
     def __call__(self, ctx: ReweightContext) -> Tensor:
         """Weights ``(B, T)`` from ``ctx.advantages`` and ``ctx.mask``, both ``(B, T)``."""
@@ -221,17 +222,17 @@ class ClipCov(Reweight):
         clip_ratio: fraction of valid tokens to drop; in ``(0, 1]``.
         lower: lower bound of the covariance band.
         upper: upper bound of the covariance band; ``> lower``.
-        seed: base seed of the draws.
+        seed: base seed of the draws (None: the run's ``seed_everything``).
     """
 
     def __init__(
-        self, clip_ratio: float = 0.0002, lower: float = 1.0, upper: float = 5.0, seed: int = 0
+        self, clip_ratio: float = 0.0002, lower: float = 1.0, upper: float = 5.0, seed: int | None = None
     ) -> None:
         name = type(self).__name__
         self.clip_ratio = check_range(name, "clip_ratio", clip_ratio, low=0.0, high=1.0, low_open=True)
         self.lower = float(lower)
         self.upper = check_range(name, "upper", upper, low=self.lower, low_open=True)
-        self.seed = int(seed)
+        self.seed = resolve_seed(seed)
 
     def __call__(self, ctx: ReweightContext) -> Tensor:
         """Weights ``(B, T)`` from ``ctx.logp``, ``ctx.advantages`` and ``ctx.mask``, all ``(B, T)``."""

@@ -40,6 +40,7 @@ from rlvr_lightning.data.schedule import step_prompt_indices, step_sampling_seed
 from rlvr_lightning.data.types import RolloutBatch, RolloutEngine, SamplingConfig
 from rlvr_lightning.rewards import MathVerifyReward, score_completions
 from rlvr_lightning.rewards.combine import RewardSpec, resolve_rewards
+from rlvr_lightning.seeding import resolve_seed
 
 __all__ = ["RolloutDataModule"]
 
@@ -109,7 +110,7 @@ class RolloutDataModule(pl.LightningDataModule):
         val_batch_size: questions per validation batch.
         eval_sets: benchmark sets evaluated by ``validate`` and the periodic validation of ``fit``, one
             dataloader each (after ``"val"`` when ``val_files`` is set).
-        seed: seeds the prompt order and the sampling.
+        seed: seeds the prompt order and the sampling (None: the run's ``seed_everything``).
         seed_per_prompt: give every prompt of a step its own sampling seed, from its position in the step over
             all ranks: rollouts then do not depend on the number of ranks or how prompts are batched (the HF
             engine then generates prompt by prompt, which is slower).
@@ -147,7 +148,7 @@ class RolloutDataModule(pl.LightningDataModule):
         max_extra_rollouts: int = 4,
         val_batch_size: int = 32,
         eval_sets: list[EvalSet] | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         seed_per_prompt: bool = False,
     ) -> None:
         super().__init__()
@@ -176,7 +177,7 @@ class RolloutDataModule(pl.LightningDataModule):
         self.max_extra_rollouts = max_extra_rollouts
         self.val_batch_size = val_batch_size
         self.eval_sets = named_eval_sets(self.val_source, num_generations, list(eval_sets or []))
-        self.seed = seed
+        self.seed = resolve_seed(seed)
         self.seed_per_prompt = seed_per_prompt
         self.step = 0  # training batches produced so far (over the whole run)
         self.num_dropped_prompts = 0

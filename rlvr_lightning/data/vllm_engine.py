@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from rlvr_lightning.data.types import Sample, SamplingConfig
+from rlvr_lightning.seeding import resolve_seed
 
 __all__ = ["VLLMEngine"]
 
@@ -129,7 +130,7 @@ class VLLMEngine:
         enable_sleep_mode: bool = True,
         max_model_len: int | None = None,
         enforce_eager: bool = False,
-        seed: int = 0,
+        seed: int | None = None,
         weight_sync_bucket_mb: int = 512,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -150,7 +151,7 @@ class VLLMEngine:
         self.enable_sleep_mode = bool(enable_sleep_mode)
         self.max_model_len = max_model_len
         self.enforce_eager = bool(enforce_eager)
-        self.seed = int(seed)
+        self.seed = resolve_seed(seed)
         self.weight_sync_bucket_mb = int(weight_sync_bucket_mb)
         self.engine_kwargs = dict(engine_kwargs or {})
         self.stop_token_ids: list[int] = []
