@@ -15,7 +15,7 @@ from torch import Tensor
 
 def check_update_settings(
     ppo_epochs: int, num_mini_batches: int, micro_batch_size: int | None, max_grad_norm: float | None,
-    tis_cap: float | None, max_consecutive_nonfinite: int,
+    tis_cap: float | None, max_consecutive_nonfinite: int, entropy_probe_every: int = 0,
 ) -> None:
     """Refuse update settings that cannot work (``RLVRModule``'s arguments of the same names).
 
@@ -26,6 +26,8 @@ def check_update_settings(
                         ("max_consecutive_nonfinite", max_consecutive_nonfinite)):
         if value < 1:
             raise ValueError(f"model.{name} must be >= 1, got {value}")
+    if entropy_probe_every < 0:
+        raise ValueError(f"model.entropy_probe_every must be >= 0 (0: off), got {entropy_probe_every}")
     if micro_batch_size is not None and micro_batch_size < 1:
         raise ValueError(f"model.micro_batch_size must be >= 1 or null, got {micro_batch_size}")
     if max_grad_norm is not None and max_grad_norm <= 0:

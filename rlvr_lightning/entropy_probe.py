@@ -130,4 +130,33 @@ def entropy_probe(
     }
 
 
-__all__ = ["entropy_probe"]
+PROBE_KEYS = ("entropy_change_measured", "entropy_change_predicted", "entropy_drive_pos", "entropy_drive_neg")
+"""The values ``RLVRModule`` logs as ``train/<key>`` on a probed step."""
+
+
+def probed_updates(
+    policy: nn.Module, batch: Any, advantages: Tensor, updates: Callable[[], list[Any]], *, every: int, step: int,
+) -> tuple[list[Any], dict[str, Tensor]]:
+    """Run the step's ``updates`` (returning their statistics); every ``every``-th rollout step (0: never) inside
+    :func:`entropy_probe`, whose values come back as ``{"train/<key>": float32 scalar}`` for :data:`PROBE_KEYS`
+    (NaN on the other steps, which readers such as ``rlvr plot`` skip).
+
+    Args:
+        policy: the trained causal LM (one process: under data parallelism each rank would probe its own shard).
+        batch: the step's :class:`~rlvr_lightning.data.types.RolloutBatch` (its ``temperature`` is used).
+        advantages: per-token advantages, shape ``(B, T)``.
+        updates: the step's optimizer updates.
+        every: probe every this many rollout steps; 0 never.
+        step: the rollout step (0-based) about to be trained.
+    """
+    if not every:
+        return updates(), {}
+    if step % every:  # NaN, not a missing value: a logger would repeat the last probe's value in this row
+        return updates(), {f"train/{key}": torch.tensor(float("nan")) for key in PROBE_KEYS}
+    results: list[Any] = []
+    probe = entropy_probe(policy, batch, advantages, lambda: results.extend(updates()),
+                          temperature=batch.temperature or 1.0)
+    return results, {f"train/{key}": probe[key].float() for key in PROBE_KEYS}
+
+
+__all__ = ["PROBE_KEYS", "entropy_probe", "probed_updates"]

@@ -31,10 +31,12 @@ from rlvr_lightning.components import (GRPO, Advantage, Aggregation, Clip, Entro
 from rlvr_lightning.components.loss import COMPONENTS
 from rlvr_lightning.data.evaluation import EvalSet
 from rlvr_lightning.data.types import RolloutBatch, RolloutSource, as_rollout_source
+from rlvr_lightning.entropy_probe import probed_updates
 from rlvr_lightning.metrics import EntropyDynamics, EvalMetrics, TokenEntropy, format_eval_table
 from rlvr_lightning.nonfinite import NonFiniteCounter, NonFiniteLossError, save_nonfinite_checkpoint
 from rlvr_lightning.optim import ConstantWithWarmup
 from rlvr_lightning.scoring import micro_batches, score_batch, sequence_logprobs
+from rlvr_lightning.seeding import resolve_seed
 from rlvr_lightning.step_log import step_logs
 
 
@@ -71,7 +73,10 @@ class RLVRModule(LightningModule):
         correct_threshold: a response whose score reaches this counts as correct in ``train/accuracy``.
         max_consecutive_nonfinite: stop the run after this many updates in a row with a non-finite loss or
             gradient (each one is skipped and counted).
-        seed: seed of the random initialization (with ``from_scratch``) and of mini-batch shuffling.
+        seed: seed of the random initialization (with ``from_scratch``) and of mini-batch shuffling (None: the
+            run's ``seed_everything``).
+        entropy_probe_every: every this many rollout steps, log ``train/entropy_change_*`` and
+            ``train/entropy_drive_*`` (:func:`rlvr_lightning.entropy_probe.entropy_probe`); 0 (default) never.
     """
 
     def __init__(
@@ -100,20 +105,21 @@ class RLVRModule(LightningModule):
         shuffle_mini_batches: bool = True,
         correct_threshold: float = 0.5,
         max_consecutive_nonfinite: int = 3,
-        seed: int = 0,
+        seed: int | None = None,
+        entropy_probe_every: int = 0,
     ) -> None:
         super().__init__()
         check_update_settings(ppo_epochs, num_mini_batches, micro_batch_size, max_grad_norm, tis_cap,
-                              max_consecutive_nonfinite)
+                              max_consecutive_nonfinite, entropy_probe_every)
         self.save_hyperparameters(ignore=list(COMPONENTS) + ["optimizer", "lr_scheduler"])
         self.automatic_optimization = False
         self.model_path, self.reference_path = model, reference_model or model
+        self.seed = resolve_seed(seed)
         self.loss = Loss(advantage, clip, reweight, aggregation, kl, entropy_bonus)
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.policy: nn.Module | None = None
-        # The frozen reference is kept out of the module tree: it is not trained, so it is neither saved in
-        # checkpoints (which would double their size) nor wrapped by DDP; configure_model shards it under FSDP2
-        # and on_fit_start moves it to the device otherwise.
+        # The frozen reference stays out of the module tree: not saved in checkpoints (it would double their size)
+        # nor wrapped by DDP; configure_model shards it under FSDP2 and on_fit_start moves it to the device otherwise.
         self._frozen: list[nn.Module] = []
         self.rollout_step = 0  # rollout batches consumed; saved in checkpoints
         self.entropy_stats = TokenEntropy()  # synced across ranks on compute()
@@ -123,14 +129,9 @@ class RLVRModule(LightningModule):
         self.last_eval: dict[str, dict[str, Any]] = {}  # per set: the last validation's metrics and samples
         self._data_epoch = 1
 
-    # ------------------------------------------------------------------ start-up checks
     def setup(self, stage: str) -> None:
-        """Cross-check model and data settings before ``configure_model`` loads any weights.
-
-        Raises:
-            TypeError: the DataModule does not implement :class:`~rlvr_lightning.data.types.RolloutSource`.
-            ValueError: a rollout batch that cannot be split (see :func:`rlvr_lightning.batching.check_rollout_split`).
-        """
+        """Before any weights load: TypeError if the DataModule is no :class:`~rlvr_lightning.data.types.RolloutSource`,
+        ValueError if a rollout batch cannot be split (:func:`rlvr_lightning.batching.check_rollout_split`)."""
         dm = self._data()
         if stage == "fit":
             check_rollout_split(dm.prompts_per_step, dm.num_generations, self.trainer.world_size,
@@ -146,20 +147,15 @@ class RLVRModule(LightningModule):
                   trust_remote_code=hp.trust_remote_code)
         if self.policy is None:
             self.policy = load_causal_lm(self.model_path, gradient_checkpointing=hp.gradient_checkpointing,
-                                         from_scratch=hp.from_scratch, seed=hp.seed, **kw)
+                                         from_scratch=hp.from_scratch, seed=self.seed, **kw)
         if self.loss.needs_reference and self.reference is None:
             # with from_scratch, a reference at the policy's own path is the same random init
             same = hp.from_scratch and self.reference_path == self.model_path
-            self._frozen = [freeze(load_causal_lm(self.reference_path, from_scratch=same, seed=hp.seed, **kw))]
-        mesh = self.device_mesh
-        if mesh is not None:
-            from rlvr_lightning.models import DTYPES
-            from rlvr_lightning.parallel import shard_model
+            self._frozen = [freeze(load_causal_lm(self.reference_path, from_scratch=same, seed=self.seed, **kw))]
+        if self.device_mesh is not None:
+            from rlvr_lightning.parallel import shard_models
 
-            param_dtype = DTYPES[hp.fsdp_param_dtype] if hp.fsdp_param_dtype else None
-            shard_model(self.policy, mesh, param_dtype=param_dtype)
-            if self.reference is not None:
-                shard_model(self.reference, mesh, param_dtype=param_dtype)
+            shard_models([self.policy, self.reference], self.device_mesh, hp.fsdp_param_dtype)
 
     @property
     def reference(self) -> nn.Module | None:
@@ -232,8 +228,11 @@ class RLVRModule(LightningModule):
         t0 = time.perf_counter()
         hp = self.hparams
         order = mini_batches(len(batch), ppo_epochs=hp.ppo_epochs, num_mini_batches=hp.num_mini_batches,
-                             shuffle=hp.shuffle_mini_batches, seed=hp.seed * 1_000_003 + self.rollout_step)
-        step_stats = [self._update(batch, mb, old_logp, advantages, ref_logp, tis, measured_entropy) for mb in order]
+                             shuffle=hp.shuffle_mini_batches, seed=self.seed * 1_000_003 + self.rollout_step)
+        updates = lambda: [self._update(batch, mb, old_logp, advantages, ref_logp, tis, measured_entropy)  # noqa: E731
+                           for mb in order]
+        step_stats, probe_logs = probed_updates(self.policy, batch, advantages, updates,
+                                                every=hp.entropy_probe_every, step=self.rollout_step)
         timings["time/update"] = time.perf_counter() - t0
 
         used = self.loss.log_values()  # the values this step's updates used
@@ -241,7 +240,7 @@ class RLVRModule(LightningModule):
         timings["time/weight_sync"] = self._sync_weights()
         self.rollout_step += 1
         timings["time/step"] = time.perf_counter() - t_step
-        self._log_step(batch, old_logp, advantages, entropy_split, step_stats, timings, used)
+        self._log_step(batch, old_logp, advantages, entropy_split, step_stats, timings, used, probe_logs)
 
     def _update(
         self, batch: RolloutBatch, mb: Tensor, old_logp: Tensor, advantages: Tensor,
@@ -302,6 +301,7 @@ class RLVRModule(LightningModule):
     def _log_step(
         self, batch: RolloutBatch, old_logp: Tensor, advantages: Tensor, entropy_split: dict[str, Tensor],
         step_stats: list[dict[str, Tensor]], timings: dict[str, float], component_values: dict[str, float],
+        extra: dict[str, Tensor],
     ) -> None:
         self.entropy_dynamics.update(old_logp, advantages, batch.response_mask)
         cov = self.entropy_dynamics.compute()
@@ -312,6 +312,7 @@ class RLVRModule(LightningModule):
             nonfinite_total=self.nonfinite.total, component_values=component_values, timings=timings,
             rollout_step=self.rollout_step, device=self.device,
         )
+        logs.update(extra)
         # per-rank values (rewards, lengths) are averaged over ranks, which hold equally many sequences
         sync = self.trainer.world_size > 1
         for k, v in logs.items():
@@ -350,11 +351,10 @@ class RLVRModule(LightningModule):
             self.last_eval[name] = {"metrics": results[name], "samples": metrics.samples}
             metrics.reset()
         if results and not self.trainer.sanity_checking:
-            ks = {name: self.eval_metrics[name].k for name in results}
-            questions = {name: int(values["questions"]) for name, values in results.items()}
             when = f" at step {self.global_step}" if self.trainer.state.fn == "fit" else ""
-            title = {"test": "test", "val": "validation"}[prefix]
-            self.print(f"\n{title}{when}\n" + format_eval_table(results, ks, questions))
+            table = format_eval_table(results, {n: self.eval_metrics[n].k for n in results},
+                                      {n: int(v["questions"]) for n, v in results.items()})
+            self.print(f"\n{'test' if prefix == 'test' else 'validation'}{when}\n{table}")
 
     # `rlvr test` evaluates the same benchmark sets as `rlvr validate`, logged under test/
     on_test_start = on_validation_start

@@ -46,3 +46,12 @@ def shard_model(model: nn.Module, mesh, *, param_dtype: torch.dtype | None = Non
         fully_shard(block, **kwargs)
     fully_shard(model, **kwargs)
     return model
+
+
+def shard_models(models: list[nn.Module | None], mesh, param_dtype: str | None) -> None:
+    """:func:`shard_model` on each model that is not None; ``param_dtype`` by name (``"bfloat16"``; None: keep)."""
+    from rlvr_lightning.models import DTYPES
+
+    for model in models:
+        if model is not None:
+            shard_model(model, mesh, param_dtype=DTYPES[param_dtype] if param_dtype else None)

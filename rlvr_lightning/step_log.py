@@ -1,8 +1,10 @@
 """The scalars ``RLVRModule`` logs after each training step, computed from the step's tensors.
 
-Rewards, accuracy and lengths of the rollout batch, its entropy and covariance splits, the loss statistics of its
-updates, the rollout/trainer log-prob mismatch, component values, timings and throughput. Cross-rank sums go
-through the ``global_sum`` given (identity on one rank), so this runs without a Trainer.
+Rewards, accuracy, lengths, diversity (distinct responses and distinct correct responses per prompt group) and
+calibration (ECE of sequence confidence against correctness) of the rollout batch, its entropy and covariance
+splits, the loss statistics of its updates, the rollout/trainer log-prob mismatch, component values, timings and
+throughput. Cross-rank sums go through the ``global_sum`` given (identity on one rank), so this runs without a
+Trainer.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from torch import Tensor
 
 from rlvr_lightning import functional as F
 from rlvr_lightning.data.types import RolloutBatch
+from rlvr_lightning.metrics.diversity import distinct_per_group
 
 GlobalSum = Callable[[Tensor], Tensor]
 
@@ -38,6 +41,20 @@ def _batch_logs(batch: RolloutBatch, correct_threshold: float, global_sum: Globa
         "train/response_length_mean": lengths.mean(),
         "train/response_length_max": lengths.max(),
         "train/truncated_frac": batch.truncated.float().mean(),
+    }
+
+
+def _diversity_calibration_logs(batch: RolloutBatch, old_logp: Tensor, correct_threshold: float) -> dict[str, Tensor]:
+    """Distinct responses and distinct correct responses per prompt group, and the expected calibration error of
+    the sequence confidence (geometric-mean token probability under the sampling policy) against correctness.
+    Per rank; averaged over ranks by the logger."""
+    correct = batch.scores >= correct_threshold  # (B,)
+    groups = batch.group_ids.tolist()
+    confidence = F.sequence_confidence(old_logp.detach().float(), batch.response_mask)  # (B,)
+    return {
+        "train/distinct_responses": torch.tensor(distinct_per_group(batch.completions, groups)),
+        "train/distinct_correct": torch.tensor(distinct_per_group(batch.completions, groups, correct.tolist())),
+        "train/ece": F.expected_calibration_error(confidence, correct.to(confidence.device)),
     }
 
 
@@ -69,6 +86,7 @@ def step_logs(
     n_generated = global_sum(mask.sum().float())  # response tokens over all ranks
     n_tok = n_generated.clamp(min=1)
     logs = _batch_logs(batch, correct_threshold, global_sum)
+    logs.update(_diversity_calibration_logs(batch, old_logp, correct_threshold))
     logs.update({f"train/entropy{s}": entropy_split[k] for s, k in (("", "all"), ("_pos", "pos"), ("_neg", "neg"))})
     logs.update({f"train/{k}": cov[k] for k in ("cov", "cov_pos", "cov_neg")})
     logs["train/pos_token_frac"] = global_sum((mask & (advantages > 0)).sum().float()) / n_tok

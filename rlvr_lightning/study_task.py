@@ -7,13 +7,14 @@ subtraction ``N - a`` needs a borrow (``a % 10 > N % 10``) most warm-up rows for
 warmed-up model is *confidently wrong* on those choices of ``a`` (measured: sampled accuracy 0.21 there, 0.94
 elsewhere). ``docs/study-regime.md`` records what RL does from this start.
 
-Torch-free: the reward is a plain callable for ``data.rewards`` and the diversity count works on lists.
+Torch-free: the reward is a plain callable for ``data.rewards``. ``RLVRModule`` logs the distinct correct answers
+per prompt on every training batch (``train/distinct_correct``, :func:`rlvr_lightning.metrics.distinct_per_group`).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Hashable, Sequence
+from typing import Any
 
 N_MIN, N_MAX = 20, 180
 _RESPONSE = re.compile(r"^(\d\d)\+(\d\d)$")
@@ -49,28 +50,4 @@ def sum_reward(completions: list[str], answers: list[str], **kwargs: Any) -> lis
     return [1.0 if is_correct(c, a) else 0.0 for c, a in zip(completions, answers)]
 
 
-def distinct_correct(completions: Sequence[str], correct: Sequence[bool | float],
-                     groups: Sequence[Hashable]) -> float:
-    """Mean over prompt groups of the number of distinct correct completions in the group.
-
-    Args:
-        completions: decoded responses (length B); compared after stripping whitespace.
-        correct: whether each response is correct (a bool, or a score counted correct when >= 0.5), length B.
-        groups: the prompt group of each response (e.g. ``RolloutBatch.group_ids.tolist()``), length B.
-
-    Returns:
-        The mean count (0.0 for an empty batch). Groups without a correct response count as 0.
-    """
-    if not (len(completions) == len(correct) == len(groups)):
-        raise ValueError(f"lengths differ: {len(completions)} completions, {len(correct)} correct, "
-                         f"{len(groups)} groups")
-    seen: dict[Hashable, set[str]] = {}
-    for text, ok, g in zip(completions, correct, groups):
-        answers = seen.setdefault(g, set())
-        if float(ok) >= 0.5:
-            answers.add(text.strip())
-    return sum(len(s) for s in seen.values()) / len(seen) if seen else 0.0
-
-
-__all__ = ["N_MIN", "N_MAX", "parse", "is_correct", "valid_answers", "needs_borrow", "sum_reward",
-           "distinct_correct"]
+__all__ = ["N_MIN", "N_MAX", "parse", "is_correct", "valid_answers", "needs_borrow", "sum_reward"]

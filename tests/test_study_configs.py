@@ -1,4 +1,4 @@
-"""The study configs parse, and a couple of steps of each run with the study callback logging its metrics."""
+"""The study configs parse, and a couple of steps of each run with the entropy probe and the diversity logs."""
 
 from __future__ import annotations
 
@@ -55,13 +55,14 @@ def test_study_config_runs_a_few_steps_with_the_probe(name, tmp_path):
     with in_repo():
         cli_main(["fit", "--config", f"configs/study/{name}.yaml", "--model.model", "assets/tiny-qwen2",
                   "--model.from_scratch", "true", "--trainer.max_steps", str(2 * n_updates),
-                  "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.callbacks.init_args.probe_every",
-                  "1", "--data.prompts_per_step", "4", "--seed_everything", "1", "--model.seed", "1",
-                  "--data.seed", "1", "--checkpoint.dirpath", str(tmp_path / "ckpt")])
+                  "--trainer.logger.init_args.save_dir", str(tmp_path), "--model.entropy_probe_every", "1",
+                  "--data.prompts_per_step", "4", "--seed_everything", "1", "--checkpoint.dirpath",
+                  str(tmp_path / "ckpt")])
     rows = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
     probed = [r for r in rows if r.get("train/entropy_change_measured")]
     assert len(probed) == 2
     for r in probed:
-        assert r["train/distinct_correct"] != ""
+        for key in ("train/distinct_correct", "train/distinct_responses", "train/ece"):
+            assert 0 <= float(r[key]) <= (8 if key.startswith("train/distinct") else 1), (key, r[key])
         for key in ("train/entropy_change_predicted", "train/entropy_drive_pos", "train/entropy_drive_neg"):
             assert r[key] != ""

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from rlvr_lightning.metrics import distinct_per_group
 from rlvr_lightning.study_task import (
     N_MAX,
     N_MIN,
-    distinct_correct,
     is_correct,
     needs_borrow,
     parse,
@@ -50,11 +50,13 @@ def test_distinct_correct_against_a_naive_count():
         texts = [rng.choice(["23+34", "30+27", "10+47", "11+11", " 23+34"]) for _ in groups]
         ok = [is_correct(t, 57) for t in texts]
         naive = [len({t.strip() for t, o, g2 in zip(texts, ok, groups) if o and g2 == g}) for g in sorted(set(groups))]
-        assert distinct_correct(texts, ok, groups) == pytest.approx(sum(naive) / len(naive))
-    assert distinct_correct([], [], []) == 0.0
-    assert distinct_correct(["23+34", "23+34"], [1.0, 0.0], [0, 1]) == 0.5
+        assert distinct_per_group(texts, groups, ok) == pytest.approx(sum(naive) / len(naive))
+        assert distinct_per_group(texts, groups) == pytest.approx(
+            sum(len({t.strip() for t, g2 in zip(texts, groups) if g2 == g}) for g in set(groups)) / len(set(groups)))
+    assert distinct_per_group([], [], []) == 0.0
+    assert distinct_per_group(["23+34", "23+34"], [0, 1], [True, False]) == 0.5
     with pytest.raises(ValueError):
-        distinct_correct(["a"], [True, False], [0])
+        distinct_per_group(["a"], [0], [True, False])
 
 
 def test_needs_borrow_matches_column_subtraction():

@@ -8,7 +8,12 @@ returning several values return a dict from ``compute()``: log it with ``Lightni
 
 from rlvr_lightning.metrics.accuracy import PassAtK
 from rlvr_lightning.metrics.calibration import BrierScore, CalibrationError, ConfidenceAUROC
-from rlvr_lightning.metrics.diversity import ResponseDiversity, answer_classes, num_distinct_answers
+from rlvr_lightning.metrics.diversity import (
+    ResponseDiversity,
+    answer_classes,
+    distinct_per_group,
+    num_distinct_answers,
+)
 from rlvr_lightning.metrics.entropy import EntropyDynamics, TokenEntropy
 from rlvr_lightning.metrics.evaluation import EvalMetrics, format_eval_table
 
@@ -22,6 +27,7 @@ __all__ = [
     "ResponseDiversity",
     "TokenEntropy",
     "answer_classes",
+    "distinct_per_group",
     "format_eval_table",
     "num_distinct_answers",
 ]

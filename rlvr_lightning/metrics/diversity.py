@@ -18,7 +18,38 @@ from torchmetrics import Metric
 from rlvr_lightning.functional.diversity import distinct_n, distinct_n_tokens, self_bleu
 from rlvr_lightning.rewards import math_verify
 
-__all__ = ["ResponseDiversity", "answer_classes", "num_distinct_answers"]
+__all__ = ["ResponseDiversity", "answer_classes", "distinct_per_group", "num_distinct_answers"]
+
+
+def distinct_per_group(
+    texts: Sequence[str], group_ids: Sequence[Any], keep: Sequence[bool] | None = None
+) -> float:
+    """Mean over prompt groups of the number of distinct responses (compared after stripping whitespace).
+
+    With ``keep``, only the kept responses count (e.g. the correct ones: the distinct correct answers of a group);
+    a group with none kept counts 0. Cheap enough to log on every training batch.
+
+    Args:
+        texts: decoded responses, length B.
+        group_ids: the prompt group of each response, length B.
+        keep: which responses count, length B (None: all).
+
+    Returns:
+        The mean count over the groups present (0.0 for an empty batch).
+
+    Example:
+        >>> distinct_per_group(["12+45", "12+45 ", "20+37", "x"], [0, 0, 0, 1], keep=[True, True, True, False])
+        1.0
+    """
+    keep = [True] * len(texts) if keep is None else list(keep)
+    if not len(texts) == len(group_ids) == len(keep):
+        raise ValueError(f"lengths differ: {len(texts)} texts, {len(group_ids)} group ids, {len(keep)} keep flags")
+    seen: dict[Any, set[str]] = {}
+    for text, g, k in zip(texts, group_ids, keep):
+        kept = seen.setdefault(g, set())
+        if k:
+            kept.add(text.strip())
+    return sum(len(s) for s in seen.values()) / len(seen) if seen else 0.0
 
 
 def answer_classes(
