@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 export OMP_NUM_THREADS = 1
 
-.PHONY: install test test-vllm demo bench study-data study-model
+.PHONY: install test test-vllm demo bench study-data study-model study
 install:
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
@@ -33,3 +33,8 @@ study-data:
 
 study-model:
 	$(PY) scripts/prepare_demo_model.py --data assets/study/warmup --out runs/study-model --steps 1200 --threads 1
+
+# The entropy study: every configs/study condition for 3 seeds, then docs/findings.md (QUICK=1: shorter runs, report
+# in runs/study-quick/findings.md). Finished runs are skipped when it is run again.
+study: study-model
+	$(PY) scripts/study.py $(if $(QUICK),--quick)
