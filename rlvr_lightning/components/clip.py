@@ -7,6 +7,8 @@ be minimized (0 on padding) and a dict of detached scalar statistics. The math l
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor
 
 from rlvr_lightning import functional as F
@@ -76,8 +78,24 @@ class NoClip(Clip):
     __call__.__doc__ = "Unclipped per-token surrogate loss.\n" + _ARGS_DOC
 
 
+class _RangeClip(Clip):
+    """A clip whose loss is ``surrogate(logp, old_logp, advantages, mask, eps_low=..., eps_high=...)``; subclasses
+    set ``surrogate`` and validate their ``eps_low`` / ``eps_high``."""
+
+    surrogate: Callable[..., tuple[Tensor, dict[str, Tensor]]]
+    eps_low: float
+    eps_high: float
+
+    def __call__(
+        self, logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.surrogate(logp, old_logp, advantages, mask, eps_low=self.eps_low, eps_high=self.eps_high)
+
+    __call__.__doc__ = "Per-token surrogate loss.\n" + _ARGS_DOC
+
+
 @Clip.register("cispo")
-class CISPO(Clip):
+class CISPO(_RangeClip):
     """CISPO (MiniMax-M1, arXiv 2506.13585): clip the importance weight, not the update.
 
     ``loss = -sg(clip(r, 1 - eps_low, 1 + eps_high)) A logp``: every token keeps a gradient. MiniMax-M1 sets
@@ -93,18 +111,11 @@ class CISPO(Clip):
         self.eps_low = check_range(name, "eps_low", eps_low, low=0.0, high=1.0)
         self.eps_high = check_range(name, "eps_high", eps_high, low=0.0)
 
-    def __call__(
-        self, logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        return F.cispo_surrogate(
-            logp, old_logp, advantages, mask, eps_low=self.eps_low, eps_high=self.eps_high
-        )
-
-    __call__.__doc__ = "CISPO per-token surrogate loss.\n" + _ARGS_DOC
+    surrogate = staticmethod(F.cispo_surrogate)
 
 
 @Clip.register("gspo")
-class GSPO(Clip):
+class GSPO(_RangeClip):
     """GSPO (Zheng et al. 2025, arXiv 2507.18071): PPO clipping of the length-normalized sequence ratio.
 
     ``s_i = exp(mean_t (logp - old_logp))`` over sequence ``i``'s valid tokens, applied token-wise as
@@ -121,11 +132,4 @@ class GSPO(Clip):
         self.eps_low = check_range(name, "eps_low", eps_low, low=0.0, high=1.0, high_open=True)
         self.eps_high = check_range(name, "eps_high", eps_high, low=0.0)
 
-    def __call__(
-        self, logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        return F.gspo_surrogate(
-            logp, old_logp, advantages, mask, eps_low=self.eps_low, eps_high=self.eps_high
-        )
-
-    __call__.__doc__ = "GSPO per-token surrogate loss.\n" + _ARGS_DOC
+    surrogate = staticmethod(F.gspo_surrogate)

@@ -26,16 +26,8 @@ from torch import Tensor, nn
 
 from rlvr_lightning.components.advantages import GRPO
 from rlvr_lightning.components.aggregation import TokenMean
-from rlvr_lightning.components.base import (
-    Advantage,
-    Aggregation,
-    Clip,
-    Component,
-    EntropyBonus,
-    KLPenalty,
-    Reweight,
-    ReweightContext,
-)
+from rlvr_lightning.components.base import (Advantage, Aggregation, Clip, Component, EntropyBonus, KLPenalty,
+                                            Reweight, ReweightContext)
 from rlvr_lightning.components.clip import PPOClip
 from rlvr_lightning.components.entropy import NoEntropyBonus
 from rlvr_lightning.components.kl import NoKL

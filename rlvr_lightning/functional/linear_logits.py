@@ -63,14 +63,11 @@ class _LinearLogprobEntropy(torch.autograd.Function):
         temperature: float,
         chunk_size: int,
     ):
-        n, v = hidden.shape[0], weight.shape[0]
-        f32 = dict(dtype=_acc_dtype(hidden), device=hidden.device)
+        n = hidden.shape[0]
+        f32, zbuf, pbuf = _chunk_buffers(hidden, weight, chunk_size)
         logp = torch.empty(n, **f32)
         entropy = torch.empty(n, **f32)
         lse = torch.empty(n, **f32)
-        rows = min(chunk_size, max(n, 1))
-        zbuf = torch.empty(rows, v, **f32)
-        pbuf = torch.empty(rows, v, **f32)
         for start in range(0, n, chunk_size):
             end = min(start + chunk_size, n)
             z = _chunk_logits(hidden, weight, bias, temperature, start, end, zbuf)
@@ -101,15 +98,12 @@ class _LinearLogprobEntropy(torch.autograd.Function):
             return None, None, None, None, None, None
         temperature, chunk_size = ctx.temperature, ctx.chunk_size
         n, v = hidden.shape[0], weight.shape[0]
-        f32 = dict(dtype=_acc_dtype(hidden), device=hidden.device)
+        f32, zbuf, pbuf = _chunk_buffers(hidden, weight, chunk_size)
         half = hidden.dtype != f32["dtype"]
         grad_h = torch.empty_like(hidden) if need_h else None
         # grad weight accumulates over chunks in float32 (for half inputs in a float32 buffer, cast at the end)
         grad_w = torch.zeros(weight.shape, **f32) if need_w else None
         grad_b = torch.zeros(v, **f32) if need_b else None
-        rows = min(chunk_size, max(n, 1))
-        zbuf = torch.empty(rows, v, **f32)
-        pbuf = torch.empty(rows, v, **f32)
         for start in range(0, n, chunk_size):
             end = min(start + chunk_size, n)
             z = _chunk_logits(hidden, weight, bias, temperature, start, end, zbuf)
@@ -134,6 +128,14 @@ class _LinearLogprobEntropy(torch.autograd.Function):
         if grad_b is not None and grad_b.dtype != bias.dtype:
             grad_b = grad_b.to(bias.dtype)
         return grad_h, grad_w, grad_b, None, None, None
+
+
+def _chunk_buffers(hidden: Tensor, weight: Tensor, chunk_size: int) -> tuple[dict, Tensor, Tensor]:
+    """The accumulation dtype/device (as tensor-factory keywords) and two ``(rows, V)`` chunk buffers, reused by
+    every chunk of the forward or the backward."""
+    f32 = dict(dtype=_acc_dtype(hidden), device=hidden.device)
+    rows = min(chunk_size, max(hidden.shape[0], 1))
+    return f32, torch.empty(rows, weight.shape[0], **f32), torch.empty(rows, weight.shape[0], **f32)
 
 
 def _logit_grad(
