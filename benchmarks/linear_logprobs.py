@@ -30,6 +30,7 @@ import sys
 import time
 
 import torch
+from _peak_memory import peak_bytes_since, reset_peak
 
 from rlvr_lightning.functional import linear_logprobs_and_entropy, logprobs_and_entropy
 from rlvr_lightning.functional.linear_logits import DEFAULT_LINEAR_CHUNK_SIZE
@@ -60,13 +61,6 @@ def _step(method: str, hidden, weight, labels, up_lp, up_ent, chunk_size: int):
     return logp.detach(), ent.detach(), g_h, g_w
 
 
-def _proc_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
 
 def _child_run(method: str, n: int, h: int, v: int, chunk_size: int, measure_memory: bool) -> None:
     """In a fresh process: print JSON with the peak bytes above the inputs and the time of one step."""
@@ -74,11 +68,9 @@ def _child_run(method: str, n: int, h: int, v: int, chunk_size: int, measure_mem
     _step(method, hidden[:64], weight, labels[:64], up_lp[:64], up_ent[:64], chunk_size)  # warm-up
     res = {}
     if measure_memory:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # reset VmHWM to the current RSS
-        base = _proc_kib("VmRSS")
+        base = reset_peak()
         out = _step(method, hidden, weight, labels, up_lp, up_ent, chunk_size)
-        res["peak_bytes"] = (_proc_kib("VmHWM") - base) * 1024
+        res["peak_bytes"] = peak_bytes_since(base)
         res["grad_bytes"] = sum(t.numel() * t.element_size() for t in out[2:])
         del out
     t0 = time.perf_counter()

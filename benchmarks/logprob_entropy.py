@@ -20,6 +20,7 @@ import sys
 import time
 
 import torch
+from _peak_memory import peak_bytes_since, reset_peak
 
 from rlvr_lightning.functional import logprobs_and_entropy
 
@@ -39,13 +40,6 @@ def chunked(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, t
 METHODS = {"naive": naive, "chunked": chunked}
 
 
-def _proc_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
 
 def _child(method: str, n: int, v: int, repeats: int) -> None:
     """Run in a fresh process: print JSON with the peak extra bytes and the best time of ``method``."""
@@ -55,18 +49,16 @@ def _child(method: str, n: int, v: int, repeats: int) -> None:
     fn = METHODS[method]
     with torch.no_grad():
         fn(logits[:64], labels[:64])  # warm-up on a slice (allocator, kernels)
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # reset VmHWM to the current RSS
-        base = _proc_kib("VmRSS")
+        base = reset_peak()
         out = fn(logits, labels)
-        peak = _proc_kib("VmHWM")
+        peak_bytes = peak_bytes_since(base)
         del out
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             fn(logits, labels)
             times.append(time.perf_counter() - t0)
-    print(json.dumps({"extra_bytes": (peak - base) * 1024, "time_s": min(times)}))
+    print(json.dumps({"extra_bytes": peak_bytes, "time_s": min(times)}))
 
 
 def _measure_cpu(method: str, n: int, v: int, repeats: int) -> dict:
