@@ -32,7 +32,7 @@ study-data:
 	$(PY) scripts/make_study_data.py
 
 study-model:
-	$(PY) scripts/prepare_demo_model.py --data assets/study/warmup --out runs/study-model --steps 1200 --threads 1
+	$(PY) scripts/prepare_demo_model.py --data assets/study/warmup --out runs/study-model --steps 300 --threads 1
 
 # The entropy study: every configs/study condition for 3 seeds, then docs/findings.md (QUICK=1: shorter runs, report
 # in runs/study-quick/findings.md). Finished runs are skipped when it is run again.

@@ -30,8 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from rlvr_lightning.plotting import ema_smooth, read_metrics  # noqa: E402
 
-CONDITIONS = ("grpo", "positive_only", "negative_only", "clip_higher", "clip_lower", "offpolicy_n4",
-              "low_diversity", "par_constant", "par_entropy")
+# in the order they run (every seed of a condition before the next): the positive/negative split and PAR first
+CONDITIONS = ("grpo", "positive_only", "negative_only", "par_entropy", "par_constant", "clip_higher", "clip_lower",
+              "offpolicy_n4", "low_diversity")
 METRICS = {"entropy": "train/entropy", "accuracy": "train/accuracy", "distinct": "train/distinct_correct"}
 PROBE = ("train/entropy_change_measured", "train/entropy_change_predicted",
          "train/entropy_drive_pos", "train/entropy_drive_neg")
