@@ -5,6 +5,10 @@ log-probs a stale batch carries (``rlvr_lightning.scoring.old_logprobs``) agains
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,6 +74,24 @@ def test_one_step_off_is_deterministic_and_resumes_bit_exactly(tmp_path):
     assert straight[2:] == [[r[k] for k in keys] for r in rows(tmp_path, "resumed")]
     assert [s[3] for s in straight] == [0.0, 1.0, 1.0, 1.0, 1.0]
     assert resumed.trainer.datamodule.step == first.trainer.datamodule.step == 6
+
+
+def test_one_step_off_on_two_fsdp2_processes_matches_one(tmp_path):
+    """Each rank queues and scores its own share of the batches generated ahead, in lockstep with the other."""
+    opts = ("--data.rollout_ahead", "1", "--data.seed_per_prompt", "true")
+    fit(tmp_path, *opts, name="one")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(REPO)]))
+    cmd = [sys.executable, "-m", "rlvr_lightning.cli", "fit", "--config", "configs/smoke_fsdp2.yaml", *opts,
+           "--data.rewards", "toy_training.digit_reward", "--trainer.logger.init_args.save_dir", str(tmp_path),
+           "--trainer.logger.init_args.name", "two"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = rows(tmp_path, "one"), rows(tmp_path, "two")
+    assert [r["train/staleness"] for r in two] == [0.0, 1.0, 1.0]
+    for key in ("train/loss", "train/approx_kl_first", "train/clip_frac", "train/entropy", "train/reward_mean"):
+        for a, b in zip(one, two, strict=True):
+            assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(a[key])), (key, a[key], b[key])
+    assert abs(two[1]["train/approx_kl_first"]) > 1e-4
 
 
 # -- old_logprobs against a naive float64 reference ---------------------------------------------------------------
