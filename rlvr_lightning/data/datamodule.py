@@ -98,7 +98,8 @@ class RolloutDataModule(pl.LightningDataModule):
             all ranks: rollouts then do not depend on the number of ranks or how prompts are batched (the HF
             engine then generates prompt by prompt, which is slower).
         rollout_ahead: rollout batches generated ahead of training: 0 (on-policy), 1 (one-step-off: each batch
-            after the first is sampled from the weights before the previous batch's updates; ``staleness`` 1).
+            after the first is sampled from the weights before the previous batch's updates; ``staleness`` 1),
+            k (batch j from the weights of k batches' updates earlier).
     """
 
     def __init__(
