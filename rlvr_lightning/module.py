@@ -3,7 +3,7 @@
 One training step is one rollout batch (see ``docs/architecture.md``)::
 
     batch = next(rollouts)                     # the DataModule (a RolloutSource): generate + score
-    old_logp, H = policy(batch); ref_logp = reference(batch) [KL only]; A = loss.advantages(...)
+    old_logp, H = policy_that_sampled(batch); ref_logp = reference(batch) [KL only]; A = loss.advantages(...)
     for each of the N = ppo_epochs * num_mini_batches mini-batches:
         for each micro-batch: backward(loss(policy(micro-batch), old_logp, A, ...))   # the Loss object
         clip grad norm, optimizer step (skipped if non-finite), lr step
@@ -35,7 +35,7 @@ from rlvr_lightning.entropy_probe import probed_updates
 from rlvr_lightning.metrics import EntropyDynamics, EvalMetrics, TokenEntropy, format_eval_table
 from rlvr_lightning.nonfinite import NonFiniteCounter, NonFiniteLossError, save_nonfinite_checkpoint
 from rlvr_lightning.optim import ConstantWithWarmup
-from rlvr_lightning.scoring import micro_batches, score_batch, sequence_logprobs
+from rlvr_lightning.scoring import micro_batches, old_logprobs, score_batch, sequence_logprobs
 from rlvr_lightning.seeding import resolve_seed
 from rlvr_lightning.step_log import step_logs
 
@@ -214,7 +214,7 @@ class RLVRModule(LightningModule):
         timings = {k: v for k, v in batch.info.items() if k.startswith("time/")}
 
         t0 = time.perf_counter()
-        old_logp, entropy = self._score(self.policy, batch, with_entropy=True)  # in eval mode: no dropout
+        old_logp, entropy = old_logprobs(self.policy, batch, self._data().prefetched(), self.hparams.micro_batch_size)
         ref_logp = self._score(self.reference, batch, False)[0] if self.loss.needs_reference else None
         advantages = self.loss.advantages(batch.scores, batch.group_ids, mask)
         self.entropy_stats.update(entropy, mask, advantages)

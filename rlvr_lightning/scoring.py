@@ -1,7 +1,9 @@
 """Scoring rollouts with a model: the response tokens' log-probs and entropy, micro-batched.
 
 Logits are divided by the batch's sampling temperature (``RolloutBatch.temperature``; 1.0 for greedy rollouts),
-so the log-probs are those of the distribution the responses were sampled from.
+so the log-probs are those of the distribution the responses were sampled from. :func:`old_logprobs` gives the
+PPO ratio's denominator: the log-probs under the weights that sampled a batch, also for a batch generated ahead of
+training (``data.rollout_ahead``), which is scored while the trainer still holds those weights.
 """
 
 from __future__ import annotations
@@ -48,3 +50,39 @@ def score_batch(
     logp = torch.cat([p[0] for p in parts])
     ent = torch.cat([p[1] for p in parts]) if with_entropy else None
     return logp, ent
+
+
+def old_logprobs(
+    model: nn.Module, batch: RolloutBatch, prefetched: list[RolloutBatch], micro_batch_size: int | None
+) -> tuple[Tensor, Tensor]:
+    """Log-probs and entropy of ``batch``'s response tokens under the weights that sampled it, each ``(B, T)``.
+
+    Call it before the step's updates, with ``model`` holding the weights the engine last sampled from. Every
+    batch of ``prefetched`` (generated ahead from exactly these weights) that has no ``old_logprobs`` yet gets them
+    and its ``old_entropy`` now, on the CPU, and carries them until it is trained on. ``batch`` returns the ones it
+    carries; an on-policy batch (``staleness`` 0) without them is scored now (:func:`score_batch`, eval mode).
+
+    Args:
+        model: the policy, its weights those of the last weight sync.
+        batch: the batch about to be trained on (``response_ids`` shape ``(B, T)``).
+        prefetched: the batches generated ahead at this step's pull (``RolloutSource.prefetched``).
+        micro_batch_size: sequences per forward (None: all at once).
+
+    Raises:
+        ValueError: ``batch`` is stale but carries no log-probs (a trainer cannot recompute them: its weights moved).
+    """
+    device = next(model.parameters()).device
+    for ahead in prefetched:
+        if ahead.old_logprobs is None:
+            logp, ent = score_batch(model, ahead.to(device), with_entropy=True, micro_batch_size=micro_batch_size)
+            ahead.old_logprobs, ahead.old_entropy = logp.cpu(), ent.cpu()
+    if batch.old_logprobs is not None and batch.old_entropy is not None:
+        return batch.old_logprobs.to(device), batch.old_entropy.to(device)
+    if batch.staleness:
+        raise ValueError(
+            f"a rollout batch with staleness {batch.staleness} carries no old_logprobs: the log-probs of the weights "
+            "that sampled it are attached when it is generated (RolloutSource.prefetched); they cannot be "
+            "recomputed after the weights moved"
+        )
+    logp, ent = score_batch(model, batch, with_entropy=True, micro_batch_size=micro_batch_size)
+    return logp, ent  # type: ignore[return-value]

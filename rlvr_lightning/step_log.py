@@ -2,9 +2,9 @@
 
 Rewards, accuracy, lengths, diversity (distinct responses and distinct correct responses per prompt group) and
 calibration (ECE of sequence confidence against correctness) of the rollout batch, its entropy and covariance
-splits, the loss statistics of its updates, the rollout/trainer log-prob mismatch, component values, timings and
-throughput. Cross-rank sums go through the ``global_sum`` given (identity on one rank), so this runs without a
-Trainer.
+splits, the loss statistics of its updates, its staleness, the rollout/trainer log-prob mismatch, component
+values, timings and throughput. Cross-rank sums go through the ``global_sum`` given (identity on one rank), so
+this runs without a Trainer.
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ def step_logs(
     logs["train/nonfinite_skipped"] = torch.tensor(float(nonfinite_total))
     for key in step_stats[0]:
         logs[f"train/{key}"] = torch.stack([s[key].float() for s in step_stats]).mean()
+    logs["train/staleness"] = torch.tensor(float(batch.staleness))  # policy versions since the batch was sampled
+    if "approx_kl" in step_stats[0]:  # the first update's drift from the sampling policy: 0 when on-policy
+        logs["train/approx_kl_first"] = step_stats[0]["approx_kl"].float()
     if batch.rollout_logprobs is not None:
         diff = (old_logp - batch.rollout_logprobs).masked_fill(~mask, 0)
         logs["train/rollout_logprob_diff"] = global_sum(diff.abs().sum()) / n_tok

@@ -1,16 +1,18 @@
 """``RolloutDataModule``: prompts in, scored rollout batches out, one per training step.
 
 Each ``next`` on the training iterator takes the step's P prompts from a seeded order, generates G responses for
-each with the engine (on the policy's current weights: nothing is prefetched), scores them with the reward
-functions and returns a :class:`~rlvr_lightning.data.types.RolloutBatch`.
+each with the engine (on the policy's current weights), scores them with the reward functions and returns a
+:class:`~rlvr_lightning.data.types.RolloutBatch`. With ``rollout_ahead = k > 0`` (one-step-off for ``k = 1``)
+the batch handed out was generated ``k`` policy versions earlier, and the pull generates the batch ``k`` steps
+ahead (:mod:`rlvr_lightning.data.prefetch`).
 
 Epochs: the prompt order is a fresh seeded permutation for each data epoch, and one data epoch is
 ``steps_per_epoch = len(prompts) // prompts_per_step`` steps (the last incomplete step is dropped). The training
 iterator ends at the end of a data epoch, so a Lightning epoch is a data epoch: ``Trainer(max_epochs=...)`` and
 ``Trainer(max_steps=...)`` both work, and a new ``iter()`` continues with the next data epoch.
 
-Resume: ``state_dict()`` holds the step (and so the epoch and the position in the order); after
-``load_state_dict()`` the next batch has the same prompts and sampling seed as in the uninterrupted run.
+Resume: ``state_dict()`` holds the step (and so the epoch and the position in the order) and the batches
+generated ahead; after ``load_state_dict()`` the next batch is the one of the uninterrupted run.
 
 Distributed: with world size W, rank r takes prompts ``[r * P/W, (r+1) * P/W)`` of each step's P prompts (all
 ranks share one order); ``group_ids`` count the prompts of the local batch from 0. Validation prompts are split
@@ -24,17 +26,18 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from rlvr_lightning.data.collate import assemble_batch, unpack_prompts
 from rlvr_lightning.data.dynamic_sampling import zero_variance_policy
 from rlvr_lightning.data.hf_engine import HFEngine
 from rlvr_lightning.data.evaluation import EvalLoader, EvalSet, eval_batches, eval_seed, load_eval_set, named_eval_sets
+from rlvr_lightning.data.prefetch import RolloutQueue, RolloutStream
 from rlvr_lightning.data.prompts import PromptFormat, PromptRecord, PromptSource, format_prompts
 from rlvr_lightning.data.schedule import step_prompt_indices, step_sampling_seed
 from rlvr_lightning.data.types import RolloutBatch, RolloutEngine, SamplingConfig
@@ -43,26 +46,6 @@ from rlvr_lightning.rewards.combine import RewardSpec, resolve_rewards
 from rlvr_lightning.seeding import resolve_seed
 
 __all__ = ["RolloutDataModule"]
-
-class _RolloutStream(IterableDataset):
-    """Iterates the remaining steps of the current data epoch, generating each batch on demand.
-
-    The engine sleeps once a batch is made (vLLM frees the accelerator while the trainer works; a no-op for
-    ``HFEngine``); it wakes for the next generation or weight sync.
-    """
-
-    def __init__(self, dm: RolloutDataModule) -> None:
-        self.dm = dm
-
-    def __iter__(self) -> Iterator[RolloutBatch]:
-        dm = self.dm
-        dm._ensure_ready()
-        end = (dm.step // dm.steps_per_epoch + 1) * dm.steps_per_epoch
-        while dm.step < end:
-            batch = dm.next_batch()
-            dm.engine.sleep()
-            yield batch
-
 
 class RolloutDataModule(pl.LightningDataModule):
     """Rollout batches for RLVR training, and validation prompts with their answers.
@@ -114,6 +97,9 @@ class RolloutDataModule(pl.LightningDataModule):
         seed_per_prompt: give every prompt of a step its own sampling seed, from its position in the step over
             all ranks: rollouts then do not depend on the number of ranks or how prompts are batched (the HF
             engine then generates prompt by prompt, which is slower).
+        rollout_ahead: rollout batches generated ahead of training: 0 (on-policy), 1 (one-step-off: each batch
+            after the first is sampled from the weights before the previous batch's updates; ``staleness`` 1),
+            k (batch j from the weights of k batches' updates earlier).
     """
 
     def __init__(
@@ -150,6 +136,7 @@ class RolloutDataModule(pl.LightningDataModule):
         eval_sets: list[EvalSet] | None = None,
         seed: int | None = None,
         seed_per_prompt: bool = False,
+        rollout_ahead: int = 0,
     ) -> None:
         super().__init__()
         _check_sizes(prompts_per_step=prompts_per_step, num_generations=num_generations,
@@ -179,7 +166,8 @@ class RolloutDataModule(pl.LightningDataModule):
         self.eval_sets = named_eval_sets(self.val_source, num_generations, list(eval_sets or []))
         self.seed = resolve_seed(seed)
         self.seed_per_prompt = seed_per_prompt
-        self.step = 0  # training batches produced so far (over the whole run)
+        self.step = 0  # prompt steps rolled out so far (over the whole run), those generated ahead included
+        self.rollouts = RolloutQueue(rollout_ahead)
         self.num_dropped_prompts = 0
         self._tokenizer: Any = None
         self._train: list[PromptRecord] | None = None
@@ -245,7 +233,7 @@ class RolloutDataModule(pl.LightningDataModule):
     @property
     def epoch(self) -> int:
         """The data epoch of the next training batch."""
-        return self.step // self.steps_per_epoch
+        return self.rollouts.next_step(self.step) // self.steps_per_epoch
 
     # -- LightningDataModule --------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -258,7 +246,7 @@ class RolloutDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """An iterable of ``RolloutBatch`` over the rest of the current data epoch (made lazily, no workers)."""
-        return DataLoader(_RolloutStream(self), batch_size=None, num_workers=0)
+        return DataLoader(RolloutStream(self), batch_size=None, num_workers=0)
 
     def val_dataloader(self) -> EvalLoader | list[EvalLoader]:
         """One loader per evaluation set (the loader itself when there is one set; ``[]`` when none).
@@ -279,17 +267,20 @@ class RolloutDataModule(pl.LightningDataModule):
         return self.val_dataloader()
 
     def state_dict(self) -> dict[str, Any]:
-        """The position in the prompt stream (saved in Lightning checkpoints)."""
+        """The position in the prompt stream and the batches generated ahead (saved in Lightning checkpoints)."""
         return {
             "step": self.step,
-            "epoch": self.step // max(1, self._steps_or_zero()),
+            "epoch": self.rollouts.next_step(self.step) // max(1, self._steps_or_zero()),
             "seed": self.seed,
             "num_prompts": len(self._train) if self._train is not None else -1,
+            "rollouts": self.rollouts.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Continue from a :meth:`state_dict`: the next batch is the one the saved run would have made."""
         self.step = int(state_dict["step"])
+        if "rollouts" in state_dict:
+            self.rollouts.load_state_dict(state_dict["rollouts"])
         if int(state_dict.get("seed", self.seed)) != self.seed:
             warnings.warn(f"resuming with seed={self.seed} but the checkpoint used seed={state_dict['seed']}")
         saved_n = int(state_dict.get("num_prompts", -1))
@@ -409,6 +400,11 @@ class RolloutDataModule(pl.LightningDataModule):
         """Make the engine sample from ``policy``'s current weights (after every rollout batch's updates, and
         before evaluating)."""
         self.engine.update_weights(policy)
+
+    def prefetched(self) -> list[RolloutBatch]:
+        """The batches the last training pull generated ahead (``rollout_ahead > 0``), sampled from the weights the
+        trainer holds until its next update: it attaches their ``old_logprobs`` then."""
+        return self.rollouts.fresh()
 
     def eval_rollout(self, batch: dict[str, Any], batch_idx: int) -> RolloutBatch:
         """Sample ``k`` responses per question of an evaluation batch with its set's settings and score them.

@@ -111,6 +111,13 @@ class RolloutBatch:
         info: scalar statistics of how the batch was made (timings in seconds, reward failures, ...).
         temperature: the sampling temperature the responses were drawn at (0: greedy); the module scores the
             responses at this temperature (at 1.0 for greedy ones).
+        staleness: policy versions (rollout batches' updates) between the weights that sampled the batch and those
+            it is trained from: 0 on-policy, up to ``rollout_ahead`` when generated ahead
+            (:mod:`rlvr_lightning.data.prefetch`).
+        old_logprobs: the trainer's log-probs of the response tokens under the weights that sampled them, shape
+            ``(B, T)``, attached by the trainer to a batch generated ahead while it still holds those weights;
+            ``None``: the trainer computes them when it trains on the batch (on-policy).
+        old_entropy: the trainer's token entropy under those weights, shape ``(B, T)``, with ``old_logprobs``.
     """
 
     prompt_ids: Tensor
@@ -126,6 +133,9 @@ class RolloutBatch:
     answers: list[str] = field(default_factory=list)
     info: dict[str, float] = field(default_factory=dict)
     temperature: float = 1.0
+    staleness: int = 0
+    old_logprobs: Tensor | None = None
+    old_entropy: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.response_ids.shape[0])
@@ -211,9 +221,10 @@ class RolloutSource(Protocol):
     """Everything ``RLVRModule`` reads from its DataModule (``trainer.datamodule``), and nothing else.
 
     ``RolloutDataModule`` implements it. Training batches arrive through Lightning's ``train_dataloader`` (one
-    :class:`RolloutBatch` per step, generated on demand from the current weights); the DataModule owns its engine,
-    puts it to sleep after each rollout, and gets the policy's weights through :meth:`sync_weights`. The module
-    checks the members (:func:`as_rollout_source`) before a run starts.
+    :class:`RolloutBatch` per step, generated on demand from the current weights, or ahead of time and marked by
+    its ``staleness``); the DataModule owns its engine, puts it to sleep after each rollout, and gets the policy's
+    weights through :meth:`sync_weights`. The module checks the members (:func:`as_rollout_source`) before a run
+    starts.
     """
 
     prompts_per_step: int
@@ -240,6 +251,12 @@ class RolloutSource(Protocol):
     def eval_rollout(self, batch: dict[str, Any], batch_idx: int) -> RolloutBatch:
         """Sample and score the responses of one evaluation batch (from ``val_dataloader``), the engine asleep
         afterwards; ``RolloutBatch.temperature`` says how they were sampled."""
+        ...
+
+    def prefetched(self) -> list[RolloutBatch]:
+        """The training batches generated ahead at the last pull, from the weights the trainer holds until its next
+        update (empty when rollouts are on-policy); the trainer attaches their ``old_logprobs`` and
+        ``old_entropy`` before it updates."""
         ...
 
 

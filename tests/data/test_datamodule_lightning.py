@@ -1,4 +1,4 @@
-"""The RolloutDataModule under a real Trainer: no prefetch, epochs end with the data, state in checkpoints."""
+"""The RolloutDataModule under a real Trainer: no prefetch by default, epochs end with the data, checkpointed state."""
 
 from __future__ import annotations
 

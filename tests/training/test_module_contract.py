@@ -22,7 +22,7 @@ from rlvr_lightning.scoring import sequence_logprobs
 
 TINY = str(REPO / "assets" / "tiny-qwen2")
 CONTRACT = {"prompts_per_step", "num_generations", "eval_sets", "steps_per_epoch", "epoch", "sync_weights",
-            "eval_rollout"}
+            "eval_rollout", "prefetched"}
 READ_BY_MODULE: set[str] = set()
 
 
@@ -74,7 +74,7 @@ def test_fit_and_validate_read_only_the_contract(tmp_path):
     trainer.validate(module, dm)
     assert module.rollout_step == 2 and "val" in module.last_eval
     assert READ_BY_MODULE <= CONTRACT, READ_BY_MODULE - CONTRACT
-    assert {"sync_weights", "eval_rollout", "epoch", "prompts_per_step"} <= READ_BY_MODULE
+    assert {"sync_weights", "eval_rollout", "epoch", "prompts_per_step", "prefetched"} <= READ_BY_MODULE
 
 
 def test_a_datamodule_without_the_contract_is_refused_by_name(tmp_path):
@@ -84,7 +84,8 @@ def test_a_datamodule_without_the_contract_is_refused_by_name(tmp_path):
         def train_dataloader(self) -> list:
             return []
 
-    with pytest.raises(TypeError, match="RolloutSource.*lacks epoch, eval_rollout, eval_sets, steps_per_epoch, sync"):
+    lacks = "lacks epoch, eval_rollout, eval_sets, prefetched, steps_per_epoch, sync"
+    with pytest.raises(TypeError, match=f"RolloutSource.*{lacks}"):
         _trainer(tmp_path).fit(_module(), Prompts())
     with pytest.raises(TypeError, match="RolloutSource.*got none"):
         _trainer(tmp_path).fit(_module(), train_dataloaders=[])
