@@ -18,9 +18,15 @@ test:
 test-vllm:
 	VLLM_CPU_KVCACHE_SPACE=1 .venv-vllm/bin/python -m pytest -q -m vllm tests/test_vllm_engine.py tests/training/test_vllm_fit.py
 
-demo:  # both cores
-	OMP_NUM_THREADS=2 $(PY) scripts/prepare_demo_model.py
-	OMP_NUM_THREADS=2 .venv/bin/rlvr fit --config configs/demo.yaml
+# The demo: GRPO and entropy-guided PAR side by side on the study task (one core each), then their curves.
+demo: study-model
+	rm -rf runs/demo
+	OMP_NUM_THREADS=1 .venv/bin/rlvr fit --config configs/demo/grpo.yaml > runs/demo-grpo.log 2>&1 & pid=$$!; \
+	OMP_NUM_THREADS=1 .venv/bin/rlvr fit --config configs/demo/par.yaml > runs/demo-par.log 2>&1; par=$$?; \
+	wait $$pid && test $$par -eq 0 || { tail -20 runs/demo-grpo.log runs/demo-par.log; exit 1; }
+	$(PY) scripts/demo_summary.py runs/demo/grpo runs/demo/par
+	.venv/bin/rlvr plot runs/demo/grpo runs/demo/par -o runs/demo/demo.png \
+	  --keys train/entropy val/val/avg@4 train/lambda train/accuracy train/distinct_correct
 
 bench:
 	$(PY) benchmarks/logprob_entropy.py

@@ -13,6 +13,8 @@ Writes, under ``--out``:
   rl/train.jsonl      ``{"prompt": "57=", "answer": "57"}`` for every N: the reward checks ``a + b == N``
   rl/val.jsonl        the same prompts (the study measures entropy and diversity, not generalization)
   rl/narrow.jsonl     the low-diversity slice: the ``--narrow`` consecutive N from ``--narrow-start``
+  rl/demo_train.jsonl the demo's RL prompts: every N not divisible by 5
+  rl/demo_val.jsonl   the demo's held-out prompts: every N divisible by 5 (no RL update sees them)
 Same arguments, same bytes.
 """
 
@@ -77,7 +79,8 @@ def make(rows: int, slip: float, narrow_start: int, narrow: int, seed: int, slip
         raise ValueError(f"the narrow slice {narrow_start}..{narrow_start + narrow - 1} leaves {N_MIN}..{N_MAX}")
     slice_ = [r for r in rl if narrow_start <= int(r["answer"]) < narrow_start + narrow]
     return {"warmup/train.jsonl": train, "warmup/val.jsonl": val, "rl/train.jsonl": rl, "rl/val.jsonl": rl,
-            "rl/narrow.jsonl": slice_}
+            "rl/narrow.jsonl": slice_, "rl/demo_train.jsonl": [r for r in rl if int(r["answer"]) % 5],
+            "rl/demo_val.jsonl": [r for r in rl if int(r["answer"]) % 5 == 0]}
 
 
 def main() -> None:

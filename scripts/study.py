@@ -217,7 +217,7 @@ def probe_rows(conditions: list[str], seeds: list[int], runs: Path) -> list[str]
     step, their correlation, and the entropy drive of positive- and negative-advantage tokens."""
     rows = []
     for c in conditions:
-        cols: dict[str, list[float]] = {k: [] for k in PROBE}
+        cols: dict[str, list[float]] = {k: [] for k in (*PROBE, "train/accuracy")}
         t_probed, t_other = [], []
         for s in seeds:
             folder = runs / c / f"seed{s}"
@@ -225,12 +225,12 @@ def probe_rows(conditions: list[str], seeds: list[int], runs: Path) -> list[str]
                 continue
             series = read_metrics(folder)
             steps = set.intersection(*(set(x for x, _ in series.get(k, [])) for k in PROBE))
-            for k in PROBE:
+            for k in cols:
                 cols[k] += [v for x, v in series.get(k, []) if x in steps]
             # the probe runs inside the step's update phase: its cost shows in time/update
             for x, v in series.get("time/update", []):
                 (t_probed if x in steps else t_other).append(v)
-        measured, predicted, pos, neg = (cols[k] for k in PROBE)
+        measured, predicted, pos, neg, acc = (cols[k] for k in (*PROBE, "train/accuracy"))
         if len(measured) < 2:
             continue
         corr = statistics.correlation(predicted, measured) if _std(predicted) and _std(measured) else float("nan")
@@ -238,7 +238,8 @@ def probe_rows(conditions: list[str], seeds: list[int], runs: Path) -> list[str]
         cost = statistics.median(t_probed) / statistics.median(t_other) if t_probed and t_other else float("nan")
         means = " | ".join(f"{statistics.fmean(v):+.2e}" for v in (measured, predicted))
         drives = " | ".join(f"{statistics.fmean(v):+.2e}" for v in (pos, neg))
-        rows.append(f"| {c} | {len(measured)} | {means} | {corr:.2f} | {drives} | {down} | {cost:.1f}x |")
+        p = statistics.fmean(acc) if acc else float("nan")
+        rows.append(f"| {c} | {len(measured)} | {p:.2f} | {means} | {corr:.2f} | {drives} | {down} | {cost:.1f}x |")
     return rows
 
 
@@ -252,7 +253,11 @@ def write_report(conditions: list[str], seeds: list[int], runs: Path, out: Path,
              "fifth of a run's rollout steps, shown as mean ± standard deviation over seeds. Verdicts compare final "
              "entropy: reproduced when every gap the paper predicts exceeds the sum of the two seed standard "
              "deviations, partly when the gaps have the paper's sign but not all clear the spread (or only some "
-             "do), not reproduced otherwise.", "", f"Seeds: {', '.join(map(str, seeds))}.", ""]
+             "do), not reproduced otherwise.", "", f"Seeds: {', '.join(map(str, seeds))}.", "",
+             "The model starts from the 300-step warm-up (`make study-model`), whose training accuracy is about 0.1 "
+             "and stays below one half: the regime where, by the identity in `docs/entropy-theory.md`, "
+             "positive-advantage tokens carry most of GRPO's expected entropy drive. From a stronger warm-up "
+             "(accuracy above one half) the split reverses: `docs/findings-high-accuracy.md`.", ""]
     for n, (title, claim, shown, pairs) in enumerate(FINDINGS, 1):
         if not all(stats.get(c, {}).get("entropy") for p in pairs for c in p):
             continue  # a finding is reported once every condition it compares has finished runs
@@ -271,10 +276,12 @@ def write_report(conditions: list[str], seeds: list[int], runs: Path, out: Path,
         lines += ["## The entropy probe", "", "Per rollout step where the probe ran: the measured change of mean token "
                   "entropy on the step's batch, its first-order prediction from the actual parameter update, their "
                   "correlation, and the first-order entropy change along the policy-gradient direction of "
-                  "positive- and negative-advantage tokens (the more negative one pushes entropy down). The last "
+                  "positive- and negative-advantage tokens (the more negative one pushes entropy down); p is the "
+                  "mean training accuracy of the probed batches (in expectation a prompt's drives split as "
+                  "(1 - p) : p, `docs/entropy-theory.md`; single batches are noisy). The last "
                   "column is the probe's overhead: the median update time of probed steps over the other steps.", "",
-                  "| condition | probed steps | measured | predicted | corr | drive pos | drive neg | pushes down | "
-                  "update time |", "|---|---|---|---|---|---|---|---|---|", *probe, ""]
+                  "| condition | probed steps | p | measured | predicted | corr | drive pos | drive neg | "
+                  "pushes down | update time |", "|---|---|---|---|---|---|---|---|---|---|", *probe, ""]
     out.write_text("\n".join(lines))
     print(f"wrote {out}")
 

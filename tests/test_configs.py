@@ -31,7 +31,7 @@ def print_config(path: Path) -> dict:
 
 def test_there_is_a_config_per_experiment():
     names = {p.stem for p in CONFIGS}
-    expected = {"par", "grpo", "smoke", "demo", "clip_higher", "clip_lower", "clip_tighter", "clip_free",
+    expected = {"par", "grpo", "smoke", "clip_higher", "clip_lower", "clip_tighter", "clip_free",
                 "offpolicy_n2", "offpolicy_n4", "entropy_bonus", "adaptive_entropy", "clip_cov", "kl_cov",
                 "positive_only", "negative_only", "par_constant", "par_stage", "par_epoch"}
     assert expected <= names, expected - names
