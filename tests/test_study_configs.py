@@ -82,6 +82,7 @@ def test_demo_config_trains_validates_and_summarizes(name, tmp_path):
     with in_repo():
         cli_main(["fit", "--config", f"configs/demo/{name}.yaml", "--model.model", "assets/tiny-qwen2",
                   "--model.from_scratch", "true", "--trainer.max_steps", "4", "--trainer.val_check_interval", "1",
+                  "--trainer.check_val_every_n_epoch", "null",
                   "--trainer.logger.init_args.save_dir", str(tmp_path), "--data.prompts_per_step", "4",
                   "--checkpoint.dirpath", str(tmp_path / "ckpt")])
     spec = importlib.util.spec_from_file_location("demo_summary", REPO / "scripts" / "demo_summary.py")
