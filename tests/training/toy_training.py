@@ -15,6 +15,7 @@ from rlvr_lightning.data.types import Sample, SamplingConfig
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = str(REPO / "configs" / "smoke.yaml")
+SMOKE_LORA = str(REPO / "configs" / "smoke_lora.yaml")
 
 
 def digit_reward(completions: list[str], answers: list[str], **kw: Any) -> list[float]:
@@ -56,15 +57,16 @@ class ShiftedLogprobEngine(HFEngine):
         return groups
 
 
-def fit(tmp_path: Path, *extra: str, name: str = "run") -> Any:
-    """``rlvr fit`` on the smoke config in this process, logging under ``tmp_path``; returns the CLI."""
+def fit(tmp_path: Path, *extra: str, name: str = "run", config: str = SMOKE) -> Any:
+    """``rlvr fit`` on the smoke config (or ``config``) in this process, logging under ``tmp_path``; returns the
+    CLI."""
     from rlvr_lightning.cli import cli_main
 
     cwd = os.getcwd()
     os.chdir(REPO)  # the smoke config names assets/ relative to the repository
     try:
         return cli_main([
-            "fit", "--config", SMOKE,
+            "fit", "--config", config,
             "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", name,
             "--data.rewards", "toy_training.digit_reward",
             *extra,
