@@ -8,29 +8,13 @@ import csv
 
 import pytest
 import torch
-from toy_training import REPO, SMOKE_LORA, fit, initial_policy, state
+from toy_training import REPO, SMOKE_LORA, fit, initial_policy, random_batch, response_logprobs, state
 
-from rlvr_lightning.data.collate import collate_samples
-from rlvr_lightning.data.types import Sample
 from rlvr_lightning.lora import AdaptersDisabled, LoRAConfig, apply_lora, merged_weights
-from rlvr_lightning.scoring import score_batch
 
 pytest.importorskip("peft")
 
 KL = ("--model.kl", "KL", "--model.kl.coef", "0.1")
-
-
-def _batch(seed: int = 0, n: int = 6) -> object:
-    """A rollout batch of random tokens of uneven lengths (vocabulary of the tiny model: 99)."""
-    g = torch.Generator().manual_seed(seed)
-    prompts = [torch.randint(2, 99, (4 + i % 2,), generator=g).tolist() for i in range(n)]
-    samples = [Sample(token_ids=torch.randint(2, 99, (7 - i % 3,), generator=g).tolist(), logprobs=None,
-                      finish_reason="length") for i in range(n)]
-    return collate_samples(prompts, samples, list(range(n)), [0.0] * n, pad_token_id=0)
-
-
-def _logp(model: torch.nn.Module, batch) -> torch.Tensor:
-    return score_batch(model, batch, with_entropy=False, micro_batch_size=None)[0][batch.response_mask]
 
 
 def _base_state(policy: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -83,9 +67,9 @@ def test_kl_reference_is_the_base_with_adapters_disabled(lora_run):
     ref, policy = cli.model.reference, cli.model.policy
     assert isinstance(ref, AdaptersDisabled) and ref.policy is policy
     assert list(ref.parameters()) == []  # no second copy of the model
-    batch = _batch()
-    base_logp = _logp(initial_policy(), batch)  # the untrained model, loaded on its own
-    ref_logp, policy_logp = _logp(ref, batch), _logp(policy, batch)
+    batch = random_batch()
+    base_logp = response_logprobs(initial_policy(), batch)  # the untrained model, loaded on its own
+    ref_logp, policy_logp = response_logprobs(ref, batch), response_logprobs(policy, batch)
     assert torch.allclose(ref_logp, base_logp, rtol=0, atol=1e-6)
     assert float((policy_logp - base_logp).abs().max()) > 1e-4  # the adapters are on again afterwards
     assert policy.training and all(p.requires_grad for n, p in policy.named_parameters() if "lora_" in n)
@@ -142,10 +126,10 @@ def test_merged_weights_equal_peft_merge_and_unload(config):
         assert torch.allclose(merged[k], reference[k], rtol=0, atol=1e-6), k
     assert any(not torch.equal(merged[k], v) for k, v in initial_policy().state_dict().items())
     # the policy is untouched: still unmerged, same log-probs as before
-    batch = _batch(1)
+    batch = random_batch(1)
     plain = initial_policy()
     plain.load_state_dict(merged)
-    assert torch.allclose(_logp(plain, batch), _logp(model, batch), rtol=0, atol=1e-5)
+    assert torch.allclose(response_logprobs(plain, batch), response_logprobs(model, batch), rtol=0, atol=1e-5)
 
 
 def test_merged_weights_of_a_plain_model_are_its_state_dict():
