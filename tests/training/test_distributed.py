@@ -106,6 +106,22 @@ def test_fsdp2_with_a_kl_term_matches_one_process(tmp_path):
     assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < TOL
 
 
+def _fsdp2_fit(root: Path, *extra: str) -> None:
+    """``rlvr fit`` of configs/smoke_fsdp2.yaml on 2 processes, logging under ``root/two``."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(REPO)]))
+    cmd = [sys.executable, "-m", "rlvr_lightning.cli", "fit", "--config", "configs/smoke_fsdp2.yaml", *extra,
+           "--data.rewards", "toy_training.digit_reward", "--trainer.logger.init_args.save_dir", str(root),
+           "--trainer.logger.init_args.name", "two"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _rows_by_step(root: Path) -> list[dict[str, str]]:
+    """The metrics rows of every run version under ``root``, in rollout-step order (a resumed run's rows follow)."""
+    rows = [r for f in sorted(root.rglob("metrics.csv")) for r in csv.DictReader(open(f))]
+    return sorted(rows, key=lambda r: float(r["rollout_step"]))
+
+
 def test_fsdp2_lora_with_sharded_checkpoints_resumes_and_matches_one_process(tmp_path):
     """LoRA sharded with FSDP2 (through its base), a KL term toward the base (adapters disabled), adapters-only
     checkpoints: 2 steps with a sharded checkpoint, resumed to 3 saving a file; equal to the 1-process LoRA run (also
@@ -124,23 +140,14 @@ def test_fsdp2_lora_with_sharded_checkpoints_resumes_and_matches_one_process(tmp
     fit(tmp_path / "one", *kl, "--trainer.max_steps", "3", "--ckpt_path", str(one_step2), name="one",
         config=SMOKE_LORA)
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(REPO)]))
-    cmd = [sys.executable, "-m", "rlvr_lightning.cli", "fit", "--config", "configs/smoke_fsdp2.yaml", *kl,
-           "--model.lora.rank", "2", "--model.lora.alpha", "16.0", "--data.rewards", "toy_training.digit_reward",
-           "--trainer.logger.init_args.save_dir", str(tmp_path / "two"), "--trainer.logger.init_args.name", "two"]
-    sharded = ("--trainer.strategy.save_distributed_checkpoint", "true")
-    proc = subprocess.run([*cmd, *sharded, "--trainer.max_steps", "2"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    lora = (*kl, "--model.lora.rank", "2", "--model.lora.alpha", "16.0")  # smoke_lora.yaml's adapters
+    _fsdp2_fit(tmp_path / "two", *lora, "--trainer.strategy.save_distributed_checkpoint", "true",
+               "--trainer.max_steps", "2")
     two_step2 = tmp_path / "two" / "two" / "version_0" / "checkpoints" / "last.ckpt"
     assert two_step2.is_dir()  # a folder of shards
-    proc = subprocess.run([*cmd, "--trainer.max_steps", "3", "--ckpt_path", str(two_step2)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _fsdp2_fit(tmp_path / "two", *lora, "--trainer.max_steps", "3", "--ckpt_path", str(two_step2))
 
-    rows = lambda root: sorted((r for f in sorted(root.rglob("metrics.csv")) for r in csv.DictReader(open(f))),
-                               key=lambda r: float(r["rollout_step"]))
-    one, two = rows(tmp_path / "one"), rows(tmp_path / "two")
+    one, two = _rows_by_step(tmp_path / "one"), _rows_by_step(tmp_path / "two")
     assert [r["rollout_step"] for r in one] == [r["rollout_step"] for r in two] == ["1.0", "2.0", "3.0"]
     for key in ("train/loss", "train/kl_ref", "train/entropy", "train/grad_norm", "train/reward_mean"):
         for a, b in zip(one, two):
