@@ -1,9 +1,10 @@
-"""The ``rlvr`` command: a LightningCLI over RLVRModule and RolloutDataModule, plus ``rlvr plot``.
+"""The ``rlvr`` command: a LightningCLI over RLVRModule and RolloutDataModule, plus ``rlvr plot`` and ``rlvr export``.
 
     rlvr fit --config configs/par.yaml [--model.reweight.init_args.delta 0.3 ...] [--ckpt_path RUN/last.ckpt]
     rlvr validate --config configs/smoke.yaml
     rlvr fit --config configs/grpo.yaml --print_config
     rlvr plot RUN_DIR [RUN_DIR ...] -o curves.png [--ema 0.6]
+    rlvr export RUN/checkpoints/last.ckpt OUT_DIR [--tokenizer PATH] [--dtype bfloat16]   (rlvr_lightning.export)
 
 Components are chosen by ``class_path`` (a short class name works for built-ins and for any imported class, e.g.
 ``--model.reweight mypkg.MyReweight --model.reweight.factor 0.5``). The policy's path is linked into the
@@ -116,7 +117,9 @@ def cli_main(args: list[str] | None = None) -> RLVRCLI:
         parser_class=RLVRArgumentParser,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"description": "rlvr: RL with verifiable rewards on PyTorch Lightning. "
-                                      "Also: `rlvr plot RUN_DIR [RUN_DIR ...] -o curves.png` draws training curves."},
+                                      "Also: `rlvr plot RUN_DIR [RUN_DIR ...] -o curves.png` draws training curves; "
+                                      "`rlvr export CKPT OUT_DIR` writes a checkpoint's policy as a Hugging Face "
+                                      "model folder."},
     )
 
 
@@ -125,6 +128,10 @@ def main(args: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] == "plot":
         return plot_main(argv[1:])
+    if argv and argv[0] == "export":
+        from rlvr_lightning.export import export_main
+
+        return export_main(argv[1:])
     cli_main(argv)
     return 0
 

@@ -60,3 +60,12 @@ def test_off_policy_configs_set_n_updates_per_rollout_batch(name, n):
     cfg = print_config(REPO / "configs" / f"{name}.yaml")
     assert cfg["model"]["ppo_epochs"] * cfg["model"]["num_mini_batches"] == n
     assert cfg["trainer"]["max_steps"] == 500 * n
+
+
+def test_smoke_lora_is_the_smoke_run_with_adapters():
+    smoke, lora = print_config(REPO / "configs" / "smoke.yaml"), print_config(REPO / "configs" / "smoke_lora.yaml")
+    assert smoke["model"].pop("lora") is None
+    assert lora["model"].pop("lora") == {"rank": 2, "alpha": 16.0, "dropout": 0.0, "target_modules": "all-linear"}
+    for cfg in (smoke, lora):
+        cfg["trainer"].pop("logger")  # runs/smoke vs runs/smoke_lora
+    assert lora == smoke

@@ -13,7 +13,8 @@ serialization, through the worker's ``reload_weights`` (reached with ``LLM.colle
   would ignore the temperature.
 * **Weight sync.** :meth:`VLLMEngine.update_weights` streams the policy's ``state_dict`` one tensor at a time
   (a DTensor of an FSDP2 model is gathered with ``full_tensor()`` when its turn comes, so the full model is never
-  materialised), in buckets of about ``weight_sync_bucket_mb``. vLLM's layer-wise reload buffers a layer's tensors
+  materialised), in buckets of about ``weight_sync_bucket_mb``; a LoRA policy's adapters are merged into their base
+  weights on the way (vLLM gets a plain model). vLLM's layer-wise reload buffers a layer's tensors
   until the layer is complete, then repacks it into its kernel format, so quantised / repacked layouts and the
   fused ``qkv_proj`` / ``gate_up_proj`` parameters all receive the HF-named tensors.
 * **Sleep mode.** With ``enable_sleep_mode`` (honoured only where vLLM supports it: CUDA, ROCm, XPU; it is off on
@@ -342,17 +343,14 @@ class VLLMEngine:
         )
 
     def _stream(self, policy: nn.Module, dtype: torch.dtype | None) -> Iterator[tuple[str, Tensor]]:
-        """``(vLLM name, full tensor)`` pairs of ``policy``'s state, gathered ``weight_sync_bucket_mb`` at a time."""
-        try:
-            from torch.distributed.tensor import DTensor
-        except ImportError:  # pragma: no cover - torch without DTensor
-            DTensor = ()  # type: ignore[assignment,misc]
+        """``(vLLM name, full tensor)`` pairs of ``policy``'s state, gathered ``weight_sync_bucket_mb`` at a time; a
+        LoRA policy's adapters are merged into the base weights (:func:`rlvr_lightning.lora.merged_weights`)."""
+        from rlvr_lightning.lora import merged_weights
+
         limit = self.weight_sync_bucket_mb * 2**20
         bucket: list[tuple[str, Tensor]] = []
         size = 0
-        for name, tensor in policy.state_dict(keep_vars=False).items():
-            full = tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
-            full = full.detach()
+        for name, full in merged_weights(policy):
             if dtype is not None and full.is_floating_point() and full.dtype != dtype:
                 full = full.to(dtype)
             bucket.append((_vllm_name(name), full))
