@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import warnings
 from typing import Any
 
 from jsonargparse import lazy_instance
@@ -25,6 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 from rlvr_lightning.checkpoint import AtomicCheckpointIO, AtomicModelCheckpoint
 from rlvr_lightning.data import RolloutDataModule
 from rlvr_lightning.module import RLVRModule
+from rlvr_lightning.quiet import quiet_third_party
 
 _COMPONENT_KEY = re.compile(r'Parser key "model\.(advantage|clip|reweight|aggregation|kl|entropy_bonus)"')
 
@@ -104,9 +104,7 @@ def plot_main(argv: list[str]) -> int:
 
 def cli_main(args: list[str] | None = None) -> RLVRCLI:
     """Run ``rlvr fit|validate|test ...`` in this process and return the CLI (its ``model``, ``trainer``)."""
-    warnings.filterwarnings("ignore", message=".*`dataloader_iter` argument in the `training_step`.*")
-    warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
-    warnings.filterwarnings("ignore", message=".*LightningCLI.s args parameter is intended.*")
+    quiet_third_party()
     return RLVRCLI(
         RLVRModule,
         RolloutDataModule,
