@@ -7,7 +7,7 @@ to this process by a socket pair. It never imports this process's ``__main__`` m
 here imports there. The worker's function and arguments are pickled to it: a function or class defined in the main
 script or a notebook cannot be, give an import path instead. The worker's standard error is copied to this
 process's, and a worker that fails to start is reported at once with its own error (the message it sent, or the
-end of its standard error and its exit code).
+end of its standard error and its exit code). Needs a POSIX system (descriptors are passed to the child).
 
 A reward that owns workers subclasses :class:`WorkerOwner`: its workers start on first use, a worker that overruns
 its job's limit or dies is killed and replaced, and the workers stop when the owner is garbage collected or
@@ -101,6 +101,8 @@ class Worker:
         self._stderr.start()
         try:
             self.conn.send((target, args))
+        except OSError:  # the child is already gone: its exit code and standard error say why
+            pass
         except Exception as err:  # noqa: BLE001 - e.g. an unpicklable argument
             self.kill()
             raise RuntimeError(f"{what} did not start: cannot send it its work ({type(err).__name__}: {err})") from None
