@@ -132,6 +132,20 @@ class EvalMetrics(nn.Module):
         lengths = mask[r_ok].sum(-1).to(torch.float64)
         self.response_length.update(lengths, weight=torch.ones_like(lengths))
         self.questions.update(q_ok.sum().to(torch.float64))
+        self._keep_samples(batch, order, correct_pk, answer_ids, q_ok)
+
+    def _keep_samples(
+        self, batch: RolloutBatch, order: Tensor, correct: Tensor, answer_ids: Tensor, q_ok: Tensor
+    ) -> None:
+        """Append each valid question's prompt, answer, scores, correctness and answer classes to ``samples``.
+
+        Args:
+            batch: the scored responses.
+            order: each question's response indices, shape ``(P, k)``.
+            correct: correctness of each question's responses, shape ``(P, k)``.
+            answer_ids: answer class of each question's responses, shape ``(P, k)``.
+            q_ok: which questions count, shape ``(P,)``.
+        """
         scores = batch.scores.detach().cpu().tolist()
         for q in q_ok.nonzero().flatten().tolist():
             idx = order[q].tolist()
@@ -140,7 +154,7 @@ class EvalMetrics(nn.Module):
                     "prompt": batch.prompts[idx[0]] if batch.prompts else "",
                     "answer": batch.answers[idx[0]] if batch.answers else "",
                     "scores": [scores[i] for i in idx],
-                    "correct": correct_pk[q].tolist(),
+                    "correct": correct[q].tolist(),
                     "answer_ids": answer_ids[q].tolist(),
                 }
             )
