@@ -9,23 +9,34 @@
 Components are chosen by ``class_path`` (a short class name works for built-ins and for any imported class, e.g.
 ``--model.reweight mypkg.MyReweight --model.reweight.factor 0.5``). The policy's path is linked into the
 DataModule's tokenizer, so one ``--model.model`` changes both.
+
+Lightning's conventions hold: a logger whose ``save_dir`` is not given (the default ``CSVLogger``, the configs'
+loggers, ``--trainer.logger TensorBoardLogger``) writes under ``trainer.default_root_dir`` (``runs`` unless set),
+checkpoints go to the logger's version folder, and the progress bar counts rollout steps out of the run's total
+(:class:`~rlvr_lightning.progress.RolloutProgressBar`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
-import warnings
 from typing import Any
 
 from jsonargparse import lazy_instance
+from lightning.pytorch.callbacks import Callback, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
 from rlvr_lightning.checkpoint import AtomicCheckpointIO, AtomicModelCheckpoint
 from rlvr_lightning.data import RolloutDataModule
 from rlvr_lightning.module import RLVRModule
+from rlvr_lightning.progress import RolloutProgressBar
+from rlvr_lightning.quiet import quiet_third_party
+
+# A logger's save_dir with this value is replaced by trainer.default_root_dir before the logger is made.
+ROOT_DIR = "${trainer.default_root_dir}"
 
 _COMPONENT_KEY = re.compile(r'Parser key "model\.(advantage|clip|reweight|aggregation|kl|entropy_bonus)"')
 
@@ -65,10 +76,13 @@ class RLVRCLI(LightningCLI):
         })
 
     def before_instantiate_classes(self) -> None:
-        """Refuse a model path that is neither a folder nor a hub name before anything is built or loaded."""
+        """Refuse a model path that is neither a folder nor a hub name before anything is built or loaded; point
+        loggers without a save_dir of their own at ``trainer.default_root_dir``."""
         from rlvr_lightning.models import resolve_model_path
 
         config = self.config.get(self.subcommand) if self.subcommand else self.config
+        if config is not None:
+            resolve_log_dirs(config)
         for key in ("model.model", "model.reference_model"):
             path = config.get(key) if config is not None else None
             if path:
@@ -78,9 +92,33 @@ class RLVRCLI(LightningCLI):
                     self.parser.error(f"{key}: {err}")
 
 
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Any:
+        """The trainer, with a :class:`RolloutProgressBar` when the bar is on and none is configured."""
+        given = config.get("callbacks") or []
+        given = given if isinstance(given, list) else [given]
+        if config.get("enable_progress_bar") is not False and not any(
+                isinstance(c, ProgressBar) for c in [*given, *callbacks]):
+            callbacks = [*callbacks, RolloutProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
+
+
+def resolve_log_dirs(config: Any) -> None:
+    """Set each logger's ``save_dir`` that is :data:`ROOT_DIR` to ``trainer.default_root_dir`` (the cwd if null)."""
+    trainer = config.get("trainer")
+    if trainer is None:
+        return
+    root = trainer.get("default_root_dir") or os.getcwd()
+    loggers = trainer.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init = getattr(logger, "init_args", None)
+        if init is not None and init.get("save_dir") == ROOT_DIR:
+            init["save_dir"] = str(root)
+
+
 def _trainer_defaults() -> dict[str, Any]:
     return {
-        "logger": lazy_instance(CSVLogger, save_dir="runs", name="rlvr"),
+        "default_root_dir": "runs",
+        "logger": lazy_instance(CSVLogger, save_dir=ROOT_DIR, name="rlvr"),
         "num_sanity_val_steps": 0,
         "log_every_n_steps": 1,
         "max_epochs": -1,
@@ -105,9 +143,7 @@ def plot_main(argv: list[str]) -> int:
 
 def cli_main(args: list[str] | None = None) -> RLVRCLI:
     """Run ``rlvr fit|validate|test ...`` in this process and return the CLI (its ``model``, ``trainer``)."""
-    warnings.filterwarnings("ignore", message=".*`dataloader_iter` argument in the `training_step`.*")
-    warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
-    warnings.filterwarnings("ignore", message=".*LightningCLI.s args parameter is intended.*")
+    quiet_third_party()
     return RLVRCLI(
         RLVRModule,
         RolloutDataModule,

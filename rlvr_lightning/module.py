@@ -329,8 +329,8 @@ class RLVRModule(LightningModule):
         rollout = dm.eval_rollout(batch, batch_idx).to(self.device)  # sampled at the set's temperature
         logp, entropy = self._score(self.policy, rollout, with_entropy=True)
         if es.name not in self.eval_metrics:
-            self.eval_metrics[es.name] = EvalMetrics(
-                es.k, es.ks, correct_threshold=self.hparams.correct_threshold).to(self.device)
+            self.eval_metrics[es.name] = EvalMetrics.for_set(
+                es, correct_threshold=self.hparams.correct_threshold).to(self.device)
         self.eval_metrics[es.name].update(rollout, logp, entropy, torch.tensor(batch["valid"], dtype=torch.bool))
 
     def on_validation_epoch_end(self) -> None:
