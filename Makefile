@@ -26,6 +26,7 @@ demo:  # both cores
 bench:
 	$(PY) benchmarks/logprob_entropy.py
 	$(PY) benchmarks/linear_logprobs.py  # ~9 min on one shared CPU core (the float64 reference is most of it)
+	$(PY) benchmarks/prompt_tokenization.py
 
 # The study task (rlvr_lightning/study_task.py): regenerate its shipped data, and warm up its model (cached: skipped
 # when runs/study-model was made with the same settings and data).

@@ -5,9 +5,11 @@ each with the engine (on the policy's current weights: nothing is prefetched), s
 functions and returns a :class:`~rlvr_lightning.data.types.RolloutBatch`.
 
 Epochs: the prompt order is a fresh seeded permutation for each data epoch, and one data epoch is
-``steps_per_epoch = len(prompts) // prompts_per_step`` steps (the last incomplete step is dropped). The training
-iterator ends at the end of a data epoch, so a Lightning epoch is a data epoch: ``Trainer(max_epochs=...)`` and
-``Trainer(max_steps=...)`` both work, and a new ``iter()`` continues with the next data epoch.
+``steps_per_epoch = len(prompts) // prompts_per_step`` steps (the last incomplete step is dropped). The prompts are
+distinct: a training record whose prompt repeats an earlier one is dropped at setup unless ``keep_duplicates``.
+The training iterator ends at the end of a data epoch, so a Lightning epoch is a data epoch:
+``Trainer(max_epochs=...)`` and ``Trainer(max_steps=...)`` both work, and a new ``iter()`` continues with the next
+data epoch.
 
 Resume: ``state_dict()`` holds the step (and so the epoch and the position in the order); after
 ``load_state_dict()`` the next batch has the same prompts and sampling seed as in the uninterrupted run.
