@@ -163,21 +163,17 @@ class RolloutDataModule(pl.LightningDataModule):
         self.train_source = PromptSource(train_files, train_dataset, train_split, prompt_field, answer_field)
         self.val_source = PromptSource(val_files, val_dataset, val_split, prompt_field, answer_field)
         self.prompts_per_step, self.num_generations = prompts_per_step, num_generations
-        self.keep_duplicates, self.token_cache = keep_duplicates, token_cache
-        self.duplicates = DuplicateReport()
+        self.keep_duplicates, self.token_cache, self.duplicates = keep_duplicates, token_cache, DuplicateReport()
         self.sampling = SamplingConfig(n=num_generations, temperature=temperature, top_p=top_p, top_k=top_k,
                                        max_new_tokens=max_new_tokens, logprobs=False)
         self._engine_spec, self._rollout_logprobs = engine, rollout_logprobs
         self._use_engine(*make_engine(engine))
-        self.reward_fns, self.reward_weights = resolve_rewards(
-            [MathVerifyReward()] if rewards is None else rewards, reward_weights
-        )
-        self.strict_rewards = strict_rewards
-        self.max_extra_rollouts = max_extra_rollouts
+        self.reward_fns, self.reward_weights = resolve_rewards([MathVerifyReward()] if rewards is None else rewards,
+                                                               reward_weights)
+        self.strict_rewards, self.max_extra_rollouts = strict_rewards, max_extra_rollouts
         self.val_batch_size = val_batch_size
         self.eval_sets = named_eval_sets(self.val_source, num_generations, list(eval_sets or []))
-        self.seed = resolve_seed(seed)
-        self.seed_per_prompt = seed_per_prompt
+        self.seed, self.seed_per_prompt = resolve_seed(seed), seed_per_prompt
         self.step = 0  # training batches produced so far (over the whole run)
         self.num_dropped_prompts = 0
         self._tokenizer: Any = None

@@ -182,6 +182,21 @@ def _read_dataset(dataset: str, split: str, select: RowSelector | None = None) -
     return [(f"{label} row {i + 1}", r) for i, r in zip(keep, ds.select(keep))]
 
 
+def _read_file(path: str, select: RowSelector | None) -> list[tuple[str, Any]]:
+    """The ``(where, raw record)`` rows of one file, chosen by its extension."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _READERS:
+        raise PromptFormatError(f"{path}: unknown file type {ext!r}; valid: {sorted(_READERS)}")
+    if not os.path.isfile(path):
+        raise PromptFormatError(f"{path}: no such file")
+    if ext == ".parquet":  # (its rows may all be de-duplicated away; an empty file is refused by the reader)
+        return _read_parquet(path, select)
+    rows = _READERS[ext](path)
+    if not rows:
+        raise PromptFormatError(f"{os.path.basename(path)}: no records (empty file)")
+    return rows
+
+
 def load_records(
     files: str | Sequence[str] | None = None,
     *,
@@ -218,15 +233,7 @@ def load_records(
         if not paths:
             raise PromptFormatError("files is an empty list; give at least one path")
         for path in paths:
-            ext = os.path.splitext(path)[1].lower()
-            if ext not in _READERS:
-                raise PromptFormatError(f"{path}: unknown file type {ext!r}; valid: {sorted(_READERS)}")
-            if not os.path.isfile(path):
-                raise PromptFormatError(f"{path}: no such file")
-            file_rows = _read_parquet(path, select) if ext == ".parquet" else _READERS[ext](path)
-            if not file_rows and ext != ".parquet":  # (a Parquet file's rows may all be de-duplicated away)
-                raise PromptFormatError(f"{os.path.basename(path)}: no records (empty file)")
-            rows.extend(file_rows)
+            rows.extend(_read_file(path, select))
     elif dataset is not None:
         rows = _read_dataset(dataset, split, select)
         if not rows:
