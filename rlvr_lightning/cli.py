@@ -8,7 +8,10 @@
 
 Components are chosen by ``class_path`` (a short class name works for built-ins and for any imported class, e.g.
 ``--model.reweight mypkg.MyReweight --model.reweight.factor 0.5``). The policy's path is linked into the
-DataModule's tokenizer, so one ``--model.model`` changes both.
+DataModule's tokenizer, and from there into a vLLM engine that names no model of its own, so one ``--model.model``
+changes the policy, the reference, the tokenizer and the engine. A prompt source given on the command line replaces
+the other kind named before it (``--data.train_files F`` replaces a config's ``train_dataset``, and the other way
+round; the same for ``val_files`` / ``val_dataset``): the last one given wins.
 
 Lightning's conventions hold: a logger whose ``save_dir`` is not given (the default ``CSVLogger``, the configs'
 loggers, ``--trainer.logger TensorBoardLogger``) writes under ``trainer.default_root_dir`` (``runs`` unless set),
@@ -22,6 +25,7 @@ import argparse
 import os
 import re
 import sys
+import warnings
 from typing import Any
 
 from jsonargparse import lazy_instance
@@ -38,6 +42,8 @@ from rlvr_lightning.quiet import quiet_third_party
 # A logger's save_dir with this value is replaced by trainer.default_root_dir before the logger is made.
 ROOT_DIR = "${trainer.default_root_dir}"
 
+_SOURCE_PAIRS = {"train_files": "train_dataset", "train_dataset": "train_files",
+                 "val_files": "val_dataset", "val_dataset": "val_files"}
 _COMPONENT_KEY = re.compile(r'Parser key "model\.(advantage|clip|reweight|aggregation|kl|entropy_bonus)"')
 
 
@@ -76,8 +82,9 @@ class RLVRCLI(LightningCLI):
         })
 
     def before_instantiate_classes(self) -> None:
-        """Refuse a model path that is neither a folder nor a hub name before anything is built or loaded; point
-        loggers without a save_dir of their own at ``trainer.default_root_dir``."""
+        """Refuse a model path that is neither a folder nor a hub name before anything is built or loaded; warn when
+        the engine names a model other than the policy's; point loggers without a save_dir of their own at
+        ``trainer.default_root_dir``."""
         from rlvr_lightning.models import resolve_model_path
 
         config = self.config.get(self.subcommand) if self.subcommand else self.config
@@ -90,6 +97,31 @@ class RLVRCLI(LightningCLI):
                     resolve_model_path(path)
                 except FileNotFoundError as err:
                     self.parser.error(f"{key}: {err}")
+        engine = config.get("data.engine") if config is not None else None
+        engine_model = getattr(getattr(engine, "init_args", None), "model", None)
+        if engine_model and config.get("model.model") and engine_model != config.get("model.model"):
+            warnings.warn(f"data.engine.init_args.model={engine_model!r} differs from model.model="
+                          f"{config.get('model.model')!r}: the engine starts from the former and gets the policy's "
+                          "weights after each update; leave the engine's model unset to use the policy's path")
+
+
+def prefer_command_line_sources(argv: list[str]) -> list[str]:
+    """``argv`` where each ``--data.train_files`` (``train_dataset``, ``val_files``, ``val_dataset``) is followed by
+    ``--data.<the other kind>=null``: a source given here replaces the other kind set before it (by a ``--config``
+    or earlier on the command line) instead of clashing with it; the last one given wins."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        key = arg[len("--data."):].split("=")[0].rstrip("+") if arg.startswith("--data.") else ""
+        if key not in _SOURCE_PAIRS:
+            out.append(arg)
+            i += 1
+            continue
+        take = 1 if "=" in arg else 2  # the option with its value
+        out.extend([*argv[i:i + take], f"--data.{_SOURCE_PAIRS[key]}=null"])
+        i += take
+    return out
 
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Any:
@@ -141,17 +173,19 @@ def plot_main(argv: list[str]) -> int:
     return 0
 
 
-def cli_main(args: list[str] | None = None) -> RLVRCLI:
-    """Run ``rlvr fit|validate|test ...`` in this process and return the CLI (its ``model``, ``trainer``)."""
+def cli_main(args: list[str] | None = None, run: bool = True) -> RLVRCLI:
+    """Run ``rlvr fit|validate|test ...`` in this process and return the CLI (its ``model``, ``trainer``); with
+    ``run=False`` (and no subcommand in ``args``) only build them."""
     quiet_third_party()
     return RLVRCLI(
         RLVRModule,
         RolloutDataModule,
-        args=args,
+        args=prefer_command_line_sources(list(sys.argv[1:] if args is None else args)),
         seed_everything_default=0,
         trainer_defaults=_trainer_defaults(),
         parser_class=RLVRArgumentParser,
         save_config_kwargs={"overwrite": True},
+        run=run,
         parser_kwargs={"description": "rlvr: RL with verifiable rewards on PyTorch Lightning. "
                                       "Also: `rlvr plot RUN_DIR [RUN_DIR ...] -o curves.png` draws training curves; "
                                       "`rlvr export CKPT OUT_DIR` writes a checkpoint's policy as a Hugging Face "
