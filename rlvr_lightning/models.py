@@ -8,6 +8,9 @@ Three entry points:
 - :func:`load_tokenizer`: the matching tokenizer, with a pad token guaranteed (EOS stands in when the
   checkpoint has none). Padding side is left to callers (prompts left-padded, responses right-padded).
 - :func:`freeze`: turn a model into a frozen reference (no gradients, eval mode).
+- :func:`build_policy` / :func:`build_reference`: what ``RLVRModule.configure_model`` loads: the policy, with LoRA
+  adapters when ``model.lora`` is set (``rlvr_lightning.lora``), and the KL reference: under LoRA the policy with
+  its adapters disabled (no second copy), otherwise a frozen second model.
 
 Everything works offline from a local path. Remote code runs only with ``trust_remote_code=True``.
 """
@@ -19,6 +22,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -162,3 +166,35 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
     """Make ``model`` a frozen reference: no parameter requires a gradient, eval mode. Returns the same object."""
     model.requires_grad_(False)
     return model.eval()
+
+
+def build_policy(
+    path: str, *, lora: dict[str, Any] | None, seed: int, gradient_checkpointing: bool = False,
+    from_scratch: bool = False, **kwargs: Any,
+) -> torch.nn.Module:
+    """:func:`load_causal_lm` (``kwargs``: dtype, attn_implementation, trust_remote_code), wrapped with LoRA
+    adapters (:func:`rlvr_lightning.lora.apply_lora`, seeded by ``seed``) when ``lora`` (a ``LoRAConfig`` as a
+    dict) is given."""
+    model = load_causal_lm(path, gradient_checkpointing=gradient_checkpointing, from_scratch=from_scratch,
+                           seed=seed, **kwargs)
+    if lora is None:
+        return model
+    from rlvr_lightning.lora import LoRAConfig, apply_lora
+
+    return apply_lora(model, LoRAConfig(**lora), seed=seed)
+
+
+def build_reference(
+    policy: torch.nn.Module, path: str, *, policy_path: str, from_scratch: bool = False, seed: int = 0,
+    gradient_checkpointing: bool = False, **kwargs: Any,
+) -> torch.nn.Module:
+    """The frozen KL reference at ``path``: a LoRA policy's own base (adapters disabled, no copy) when ``path`` is
+    the policy's, else a second model loaded with :func:`load_causal_lm` (``kwargs``) and frozen; with
+    ``from_scratch``, a reference at the policy's path is the policy's random init (same ``seed``).
+    ``gradient_checkpointing`` is the policy's and ignored: the reference runs no backward pass."""
+    from rlvr_lightning.lora import AdaptersDisabled, is_lora
+
+    if is_lora(policy) and path == policy_path:
+        return AdaptersDisabled(policy)
+    same = from_scratch and path == policy_path
+    return freeze(load_causal_lm(path, from_scratch=same, seed=seed, **kwargs))

@@ -32,11 +32,14 @@ from rlvr_lightning.components.loss import COMPONENTS
 from rlvr_lightning.data.evaluation import EvalSet
 from rlvr_lightning.data.types import RolloutBatch, RolloutSource, as_rollout_source
 from rlvr_lightning.entropy_probe import probed_updates
+from rlvr_lightning.lora import LoRAConfig, adapters_only, check_adapters_only, lora_hparams, param_counts
 from rlvr_lightning.metrics import EntropyDynamics, EvalMetrics, TokenEntropy, format_eval_table
+from rlvr_lightning.models import build_policy, build_reference
 from rlvr_lightning.nonfinite import NonFiniteCounter, NonFiniteLossError, save_nonfinite_checkpoint
 from rlvr_lightning.optim import ConstantWithWarmup
+from rlvr_lightning.parallel import shard_models
 from rlvr_lightning.scoring import micro_batches, old_logprobs, score_batch, sequence_logprobs
-from rlvr_lightning.seeding import resolve_seed
+from rlvr_lightning.seeding import resolve_seed, seeded_rng
 from rlvr_lightning.step_log import step_logs
 
 
@@ -54,6 +57,8 @@ class RLVRModule(LightningModule):
         fsdp_param_dtype: under FSDP2 (``ModelParallelStrategy``), the dtype parameters are gathered and computed in
             ("bfloat16" for mixed precision, with fp32 master weights and fp32 gradient reduction); None keeps
             the parameters' own dtype.
+        lora: train LoRA adapters on a frozen base (:class:`rlvr_lightning.lora.LoRAConfig`, ``docs/lora.md``);
+            checkpoints hold the adapters only; the KL reference is the base, adapters off. None: full fine-tuning.
         advantage: how scores become per-token advantages.
         clip: the per-token surrogate loss (PPO clip, Clip-Higher, CISPO, GSPO, ...).
         reweight: per-token weights of the surrogate (PAR and the paper's baselines).
@@ -89,6 +94,7 @@ class RLVRModule(LightningModule):
         from_scratch: bool = False,
         trust_remote_code: bool = False,
         fsdp_param_dtype: str | None = None,
+        lora: LoRAConfig | None = None,
         advantage: Advantage = lazy_instance(GRPO),
         clip: Clip = lazy_instance(PPOClip),
         reweight: Reweight = lazy_instance(Uniform),
@@ -111,15 +117,15 @@ class RLVRModule(LightningModule):
         super().__init__()
         check_update_settings(ppo_epochs, num_mini_batches, micro_batch_size, max_grad_norm, tis_cap,
                               max_consecutive_nonfinite, entropy_probe_every)
-        self.save_hyperparameters(ignore=list(COMPONENTS) + ["optimizer", "lr_scheduler"])
-        self.automatic_optimization = False
+        self.save_hyperparameters(ignore=list(COMPONENTS) + ["optimizer", "lr_scheduler", "lora"])
+        self.hparams.lora = lora_hparams(lora)  # a plain dict: checkpoints stay loadable with weights_only
+        self.automatic_optimization, self.strict_loading = False, lora is None  # LoRA: adapters-only checkpoints
         self.model_path, self.reference_path = model, reference_model or model
         self.seed = resolve_seed(seed)
         self.loss = Loss(advantage, clip, reweight, aggregation, kl, entropy_bonus)
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.policy: nn.Module | None = None
-        # The frozen reference stays out of the module tree: not saved in checkpoints (it would double their size)
-        # nor wrapped by DDP; configure_model shards it under FSDP2 and on_fit_start moves it to the device otherwise.
+        # the frozen reference stays out of the module tree: neither saved (twice the size) nor wrapped by DDP
         self._frozen: list[nn.Module] = []
         self.rollout_step = 0  # rollout batches consumed; saved in checkpoints
         self.entropy_stats = TokenEntropy()  # synced across ranks on compute()
@@ -130,8 +136,7 @@ class RLVRModule(LightningModule):
         self._data_epoch = 1
 
     def setup(self, stage: str) -> None:
-        """Before any weights load: TypeError if the DataModule is no :class:`~rlvr_lightning.data.types.RolloutSource`,
-        ValueError if a rollout batch cannot be split (:func:`rlvr_lightning.batching.check_rollout_split`)."""
+        """Before weights load: TypeError if the DataModule is no RolloutSource, ValueError if batches cannot split."""
         dm = self._data()
         if stage == "fit":
             check_rollout_split(dm.prompts_per_step, dm.num_generations, self.trainer.world_size,
@@ -139,22 +144,15 @@ class RLVRModule(LightningModule):
 
     # ------------------------------------------------------------------ models
     def configure_model(self) -> None:
-        """Load the policy (and the reference if the KL term needs one); shard them under FSDP2."""
-        from rlvr_lightning.models import freeze, load_causal_lm
-
+        """Load the policy (with adapters if ``lora``) and the reference if the KL term needs one; shard under FSDP2."""
         hp = self.hparams
-        kw = dict(dtype=hp.dtype, attn_implementation=hp.attn_implementation,
-                  trust_remote_code=hp.trust_remote_code)
+        kw = dict(dtype=hp.dtype, attn_implementation=hp.attn_implementation, trust_remote_code=hp.trust_remote_code,
+                  from_scratch=hp.from_scratch, seed=self.seed, gradient_checkpointing=hp.gradient_checkpointing)
         if self.policy is None:
-            self.policy = load_causal_lm(self.model_path, gradient_checkpointing=hp.gradient_checkpointing,
-                                         from_scratch=hp.from_scratch, seed=self.seed, **kw)
+            self.policy = build_policy(self.model_path, lora=hp.lora, **kw)
         if self.loss.needs_reference and self.reference is None:
-            # with from_scratch, a reference at the policy's own path is the same random init
-            same = hp.from_scratch and self.reference_path == self.model_path
-            self._frozen = [freeze(load_causal_lm(self.reference_path, from_scratch=same, seed=self.seed, **kw))]
+            self._frozen = [build_reference(self.policy, self.reference_path, policy_path=self.model_path, **kw)]
         if self.device_mesh is not None:
-            from rlvr_lightning.parallel import shard_models
-
             shard_models([self.policy, self.reference], self.device_mesh, hp.fsdp_param_dtype)
 
     @property
@@ -231,8 +229,9 @@ class RLVRModule(LightningModule):
                              shuffle=hp.shuffle_mini_batches, seed=self.seed * 1_000_003 + self.rollout_step)
         updates = lambda: [self._update(batch, mb, old_logp, advantages, ref_logp, tis, measured_entropy)  # noqa: E731
                            for mb in order]
-        step_stats, probe_logs = probed_updates(self.policy, batch, advantages, updates,
-                                                every=hp.entropy_probe_every, step=self.rollout_step)
+        with seeded_rng(self.seed * 1_000_033 + self.rollout_step, self.device):  # dropout: exact on resume
+            step_stats, probe_logs = probed_updates(self.policy, batch, advantages, updates,
+                                                    every=hp.entropy_probe_every, step=self.rollout_step)
         timings["time/update"] = time.perf_counter() - t0
 
         used = self.loss.log_values()  # the values this step's updates used
@@ -278,8 +277,7 @@ class RLVRModule(LightningModule):
         params = [p for p in self.policy.parameters() if p.grad is not None]
         max_norm = self.hparams.max_grad_norm or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP2: a DTensor
         # every rank takes the same decision: a non-finite value anywhere skips the update everywhere
         bad = (~torch.isfinite(grad_norm)) | (~torch.isfinite(sums["loss"]))
         finite = bool(self._global_sum(bad.float().reshape(()).to(self.device)) == 0)
@@ -312,7 +310,7 @@ class RLVRModule(LightningModule):
             nonfinite_total=self.nonfinite.total, component_values=component_values, timings=timings,
             rollout_step=self.rollout_step, device=self.device,
         )
-        logs.update(extra)
+        logs.update({**extra, **param_counts(self.policy)})  # model/trainable_params, model/total_params
         # per-rank values (rewards, lengths) are averaged over ranks, which hold equally many sequences
         sync = self.trainer.world_size > 1
         for k, v in logs.items():
@@ -331,8 +329,8 @@ class RLVRModule(LightningModule):
         rollout = dm.eval_rollout(batch, batch_idx).to(self.device)  # sampled at the set's temperature
         logp, entropy = self._score(self.policy, rollout, with_entropy=True)
         if es.name not in self.eval_metrics:
-            self.eval_metrics[es.name] = EvalMetrics(
-                es.k, es.ks, correct_threshold=self.hparams.correct_threshold).to(self.device)
+            self.eval_metrics[es.name] = EvalMetrics.for_set(
+                es, correct_threshold=self.hparams.correct_threshold).to(self.device)
         self.eval_metrics[es.name].update(rollout, logp, entropy, torch.tensor(batch["valid"], dtype=torch.bool))
 
     def on_validation_epoch_end(self) -> None:
@@ -362,14 +360,16 @@ class RLVRModule(LightningModule):
     on_test_epoch_end = on_validation_epoch_end
 
     # ------------------------------------------------------------------ checkpoints
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The policy's weights; under LoRA the adapters only (checkpoints leave out the base: it is model.model)."""
+        return adapters_only(self, super().state_dict(*args, **kwargs))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rlvr"] = {
-            "rollout_step": self.rollout_step,
-            "nonfinite_total": self.nonfinite.total,
-            "components": self.loss.component_state_dict(),
-        }
+        checkpoint["rlvr"] = {"rollout_step": self.rollout_step, "nonfinite_total": self.nonfinite.total,
+                              "components": self.loss.component_state_dict(), "seed": self.seed}  # seed: rlvr export
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_adapters_only(self, checkpoint)
         state = checkpoint.get("rlvr", {})
         self.rollout_step = int(state.get("rollout_step", 0))
         self.nonfinite.total = int(state.get("nonfinite_total", 0))

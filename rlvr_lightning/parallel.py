@@ -30,8 +30,11 @@ def transformer_blocks(model: nn.Module) -> list[nn.Module]:
 def shard_model(model: nn.Module, mesh, *, param_dtype: torch.dtype | None = None) -> nn.Module:
     """Apply FSDP2 (``fully_shard``) to each transformer block, then to the whole model.
 
+    A LoRA policy (a PEFT model) is sharded through its base model, which becomes the FSDP2 root: PEFT's
+    ``generate`` calls the base model directly, and the root's hooks must see that call.
+
     Args:
-        model: a Hugging Face causal LM.
+        model: a Hugging Face causal LM, or a PEFT model wrapping one.
         mesh: the device mesh from ``ModelParallelStrategy`` (its ``data_parallel`` dimension is used).
         param_dtype: compute dtype of gathered parameters (e.g. ``torch.bfloat16``) with fp32 gradient reduction;
             None keeps the parameters' own dtype.
@@ -42,16 +45,20 @@ def shard_model(model: nn.Module, mesh, *, param_dtype: torch.dtype | None = Non
     kwargs = {"mesh": dp_mesh}
     if param_dtype is not None:
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
-    for block in transformer_blocks(model):
+    from rlvr_lightning.lora import is_lora
+
+    root = model.get_base_model() if is_lora(model) else model
+    for block in transformer_blocks(root):
         fully_shard(block, **kwargs)
-    fully_shard(model, **kwargs)
+    fully_shard(root, **kwargs)
     return model
 
 
 def shard_models(models: list[nn.Module | None], mesh, param_dtype: str | None) -> None:
-    """:func:`shard_model` on each model that is not None; ``param_dtype`` by name (``"bfloat16"``; None: keep)."""
+    """:func:`shard_model` on each model that is not None and has parameters of its own (a LoRA policy's base seen
+    with adapters disabled is sharded as the policy); ``param_dtype`` by name (``"bfloat16"``; None: keep)."""
     from rlvr_lightning.models import DTYPES
 
     for model in models:
-        if model is not None:
+        if model is not None and any(True for _ in model.parameters()):
             shard_model(model, mesh, param_dtype=DTYPES[param_dtype] if param_dtype else None)

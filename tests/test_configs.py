@@ -60,3 +60,35 @@ def test_off_policy_configs_set_n_updates_per_rollout_batch(name, n):
     cfg = print_config(REPO / "configs" / f"{name}.yaml")
     assert cfg["model"]["ppo_epochs"] * cfg["model"]["num_mini_batches"] == n
     assert cfg["trainer"]["max_steps"] == 500 * n
+
+
+def test_smoke_lora_is_the_smoke_run_with_adapters():
+    smoke, lora = print_config(REPO / "configs" / "smoke.yaml"), print_config(REPO / "configs" / "smoke_lora.yaml")
+    assert smoke["model"].pop("lora") is None
+    assert lora["model"].pop("lora") == {"rank": 2, "alpha": 16.0, "dropout": 0.0, "target_modules": "all-linear"}
+    for cfg in (smoke, lora):
+        cfg["trainer"].pop("logger")  # runs/smoke vs runs/smoke_lora
+    assert lora == smoke
+
+
+GPU_RECIPES = [p for p in CONFIGS if "VLLMEngine" in p.read_text()]
+
+
+@pytest.mark.parametrize("path", GPU_RECIPES, ids=[p.stem for p in GPU_RECIPES])
+def test_vllm_engines_start_from_the_policy_path(path):
+    """No recipe names a model for its engine: it takes ``model.model`` (through the tokenizer path)."""
+    cfg = print_config(path)
+    assert cfg["data"]["engine"]["init_args"]["model"] is None
+    assert cfg["data"]["engine"]["init_args"]["enable_sleep_mode"] is True
+
+
+def test_getting_started_configs():
+    quick = print_config(REPO / "configs" / "quickstart.yaml")
+    assert quick["data"]["engine"] == "auto" and quick["trainer"]["accelerator"] == "auto"
+    assert quick["data"]["train_files"] is None and quick["data"]["train_dataset"] is None
+    one = print_config(REPO / "configs" / "one_gpu.yaml")
+    assert one["trainer"]["devices"] == 1 and one["model"]["reweight"]["class_path"].endswith("EntropyGuidedPAR")
+    assert one["model"]["advantage"]["class_path"].endswith("GRPO") and one["model"]["fsdp_param_dtype"] == "bfloat16"
+    smol = print_config(REPO / "configs" / "smollm2_cpu.yaml")
+    assert smol["trainer"]["accelerator"] == "cpu" and smol["data"]["prompt_field"] == "question"
+    assert smol["model"]["reweight"]["class_path"].endswith("Uniform")

@@ -221,6 +221,8 @@ def test_format_eval_table():
         {
             "aime": {
                 "avg@4": 0.25,
+                "avg@4_ci_low": 0.125,
+                "avg@4_ci_high": 0.375,
                 "pass@4": 0.5,
                 "maj@4": 0.0,
                 "entropy": 1.5,
@@ -239,6 +241,7 @@ def test_format_eval_table():
         "questions",
         "k",
         "Avg@k",
+        "Avg@k-CI",
         "Pass@k",
         "Maj@k",
         "entropy",
@@ -252,6 +255,7 @@ def test_format_eval_table():
         "30",
         "4",
         "0.2500",
+        "0.125-0.375",
         "0.5000",
         "0.0000",
         "1.5000",
@@ -309,7 +313,7 @@ def test_validate_two_sets_table_and_independent_values(tmp_path, capsys):
     cli = _cli(tmp_path, "validate", "--data.eval_sets", TWO_SETS)
     out = capsys.readouterr().out
     lines = out[out.index("\nvalidation\n") + 1 :].splitlines()
-    assert lines[1].split()[:6] == ["set", "questions", "k", "Avg@k", "Pass@k", "Maj@k"]
+    assert lines[1].split()[:7] == ["set", "questions", "k", "Avg@k", "Avg@k-CI", "Pass@k", "Maj@k"]
     assert lines[3].split()[:3] == ["mini", "6", "3"] and lines[4].split()[:3] == ["nested", "4", "2"]
     assert "Validate metric" in out and "val/nested/pass@2" in out  # Lightning's own table
 

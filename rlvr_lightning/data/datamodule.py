@@ -7,9 +7,11 @@ the batch handed out was generated ``k`` policy versions earlier, and the pull g
 ahead (:mod:`rlvr_lightning.data.prefetch`).
 
 Epochs: the prompt order is a fresh seeded permutation for each data epoch, and one data epoch is
-``steps_per_epoch = len(prompts) // prompts_per_step`` steps (the last incomplete step is dropped). The training
-iterator ends at the end of a data epoch, so a Lightning epoch is a data epoch: ``Trainer(max_epochs=...)`` and
-``Trainer(max_steps=...)`` both work, and a new ``iter()`` continues with the next data epoch.
+``steps_per_epoch = len(prompts) // prompts_per_step`` steps (the last incomplete step is dropped). The prompts are
+distinct: a training record whose prompt repeats an earlier one is dropped at setup unless ``keep_duplicates``.
+The training iterator ends at the end of a data epoch, so a Lightning epoch is a data epoch:
+``Trainer(max_epochs=...)`` and ``Trainer(max_steps=...)`` both work, and a new ``iter()`` continues with the next
+data epoch.
 
 Resume: ``state_dict()`` holds the step (and so the epoch and the position in the order) and the batches
 generated ahead; after ``load_state_dict()`` the next batch is the one of the uninterrupted run.
@@ -24,6 +26,7 @@ Validation: one dataloader per benchmark set (:class:`~rlvr_lightning.data.evalu
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Sequence
@@ -31,14 +34,19 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from rlvr_lightning.data.collate import assemble_batch, unpack_prompts
+from rlvr_lightning.data.dedup import DuplicateReport, load_unique_records
 from rlvr_lightning.data.dynamic_sampling import zero_variance_policy
+from rlvr_lightning.data.engines import EngineName, is_auto_vllm, make_engine
 from rlvr_lightning.data.hf_engine import HFEngine
 from rlvr_lightning.data.evaluation import EvalLoader, EvalSet, eval_batches, eval_seed, load_eval_set, named_eval_sets
 from rlvr_lightning.data.prefetch import RolloutQueue, RolloutStream
 from rlvr_lightning.data.prompts import PromptFormat, PromptRecord, PromptSource, format_prompts
+from rlvr_lightning.data.stream import check_sizes, report_overlong
+from rlvr_lightning.data.tokenize import DEFAULT_CACHE_DIR
 from rlvr_lightning.data.schedule import step_prompt_indices, step_sampling_seed
 from rlvr_lightning.data.types import RolloutBatch, RolloutEngine, SamplingConfig
 from rlvr_lightning.rewards import MathVerifyReward, score_completions
@@ -54,8 +62,11 @@ class RolloutDataModule(pl.LightningDataModule):
         tokenizer: a tokenizer path or hub name (``AutoTokenizer.from_pretrained``).
         trust_remote_code: passed to ``AutoTokenizer.from_pretrained``.
         train_files: training prompt file(s): ``.jsonl``, ``.json`` (a list of objects) or ``.parquet``.
-        train_dataset: a ``datasets`` name or a local dataset directory (instead of ``train_files``).
+        train_dataset: a ``datasets`` name or a local dataset directory (instead of ``train_files``; under the CLI
+            a ``--data.train_files`` on the command line replaces a ``train_dataset`` of the config).
         train_split: the split of ``train_dataset``.
+        keep_duplicates: keep training records whose prompt repeats an earlier one (by default they are dropped,
+            and their number reported: ``num_duplicate_prompts``; see :mod:`rlvr_lightning.data.dedup`).
         val_files: validation prompt file(s): an evaluation set named ``"val"`` with the training fields,
             ``num_generations`` samples per question at temperature 1.0 and top-p 1.0.
         val_dataset: a ``datasets`` name or local directory for validation.
@@ -78,7 +89,9 @@ class RolloutDataModule(pl.LightningDataModule):
         max_prompt_length: longest prompt in tokens.
         overlong_prompts: ``"drop"`` longer prompts (counted in ``num_dropped_prompts``, with a warning) or
             ``"error"``.
-        engine: the rollout engine (None: ``HFEngine()``).
+        engine: the rollout engine, or ``"auto"`` (vLLM when it is importable and a GPU is present, else
+            ``HFEngine``; None means the same), ``"hf"`` or ``"vllm"`` (:mod:`rlvr_lightning.data.engines`).
+            A ``VLLMEngine`` without a model path starts from ``tokenizer``'s path.
         rewards: reward callables or import paths (None: ``[MathVerifyReward()]``); their scores are summed.
         reward_weights: one weight per reward (None: all 1).
         strict_rewards: re-raise a reward function's exception instead of scoring its batch 0.
@@ -94,6 +107,8 @@ class RolloutDataModule(pl.LightningDataModule):
         eval_sets: benchmark sets evaluated by ``validate`` and the periodic validation of ``fit``, one
             dataloader each (after ``"val"`` when ``val_files`` is set).
         seed: seeds the prompt order and the sampling (None: the run's ``seed_everything``).
+        token_cache: a folder where the token ids of training sets of 10,000 or more distinct prompts are cached
+            (:mod:`rlvr_lightning.data.tokenize`); None: no cache.
         seed_per_prompt: give every prompt of a step its own sampling seed, from its position in the step over
             all ranks: rollouts then do not depend on the number of ranks or how prompts are batched (the HF
             engine then generates prompt by prompt, which is slower).
@@ -109,6 +124,7 @@ class RolloutDataModule(pl.LightningDataModule):
         train_files: str | list[str] | None = None,
         train_dataset: str | None = None,
         train_split: str = "train",
+        keep_duplicates: bool = False,
         val_files: str | list[str] | None = None,
         val_dataset: str | None = None,
         val_split: str = "test",
@@ -126,7 +142,7 @@ class RolloutDataModule(pl.LightningDataModule):
         rollout_logprobs: bool | None = None,
         max_prompt_length: int = 512,
         overlong_prompts: Literal["drop", "error"] = "drop",
-        engine: RolloutEngine | None = None,
+        engine: RolloutEngine | EngineName | None = "auto",
         rewards: list[RewardSpec] | RewardSpec | None = None,
         reward_weights: list[float] | None = None,
         strict_rewards: bool = False,
@@ -135,11 +151,12 @@ class RolloutDataModule(pl.LightningDataModule):
         val_batch_size: int = 32,
         eval_sets: list[EvalSet] | None = None,
         seed: int | None = None,
+        token_cache: str | None = DEFAULT_CACHE_DIR,
         seed_per_prompt: bool = False,
         rollout_ahead: int = 0,
     ) -> None:
         super().__init__()
-        _check_sizes(prompts_per_step=prompts_per_step, num_generations=num_generations,
+        check_sizes(prompts_per_step=prompts_per_step, num_generations=num_generations,
                      max_new_tokens=max_new_tokens, max_prompt_length=max_prompt_length, val_batch_size=val_batch_size)
         self.zero_variance_policy = zero_variance_policy(zero_variance_groups)
         if max_extra_rollouts < 0:
@@ -153,19 +170,17 @@ class RolloutDataModule(pl.LightningDataModule):
         self.train_source = PromptSource(train_files, train_dataset, train_split, prompt_field, answer_field)
         self.val_source = PromptSource(val_files, val_dataset, val_split, prompt_field, answer_field)
         self.prompts_per_step, self.num_generations = prompts_per_step, num_generations
-        logprobs = getattr(engine, "logprobs_by_default", False) if rollout_logprobs is None else rollout_logprobs
+        self.keep_duplicates, self.token_cache, self.duplicates = keep_duplicates, token_cache, DuplicateReport()
         self.sampling = SamplingConfig(n=num_generations, temperature=temperature, top_p=top_p, top_k=top_k,
-                                       max_new_tokens=max_new_tokens, logprobs=bool(logprobs))
-        self.engine: RolloutEngine = HFEngine() if engine is None else engine
-        self.reward_fns, self.reward_weights = resolve_rewards(
-            [MathVerifyReward()] if rewards is None else rewards, reward_weights
-        )
-        self.strict_rewards = strict_rewards
-        self.max_extra_rollouts = max_extra_rollouts
+                                       max_new_tokens=max_new_tokens, logprobs=False)
+        self._engine_spec, self._rollout_logprobs = engine, rollout_logprobs
+        self._use_engine(*make_engine(engine))
+        self.reward_fns, self.reward_weights = resolve_rewards([MathVerifyReward()] if rewards is None else rewards,
+                                                               reward_weights)
+        self.strict_rewards, self.max_extra_rollouts = strict_rewards, max_extra_rollouts
         self.val_batch_size = val_batch_size
         self.eval_sets = named_eval_sets(self.val_source, num_generations, list(eval_sets or []))
-        self.seed = resolve_seed(seed)
-        self.seed_per_prompt = seed_per_prompt
+        self.seed, self.seed_per_prompt = resolve_seed(seed), seed_per_prompt
         self.step = 0  # prompt steps rolled out so far (over the whole run), those generated ahead included
         self.rollouts = RolloutQueue(rollout_ahead)
         self.num_dropped_prompts = 0
@@ -236,8 +251,18 @@ class RolloutDataModule(pl.LightningDataModule):
         return self.rollouts.next_step(self.step) // self.steps_per_epoch
 
     # -- LightningDataModule --------------------------------------------------------------------------------
+    @property
+    def num_duplicate_prompts(self) -> int:
+        """Training records dropped because their prompt repeats an earlier one (0 with ``keep_duplicates``)."""
+        return self.duplicates.dropped
+
     def setup(self, stage: str | None = None) -> None:
-        """Load the prompts the stage needs."""
+        """Load the prompts the stage needs (and leave an automatically chosen vLLM engine for ``HFEngine`` when the
+        trainer runs on the CPU)."""
+        trainer = getattr(self, "trainer", None)
+        if (trainer is not None and trainer.strategy.root_device.type != "cuda"
+                and is_auto_vllm(self._engine_spec, self.engine)):
+            self._use_engine(HFEngine(), "the trainer runs on the CPU")
         if stage in (None, "fit"):
             _ = self.train_prompts
         if stage in (None, "fit", "validate"):
@@ -371,29 +396,31 @@ class RolloutDataModule(pl.LightningDataModule):
     def _steps_or_zero(self) -> int:
         return len(self._train) // self.prompts_per_step if self._train is not None else 0
 
+    def _use_engine(self, engine: RolloutEngine, reason: str) -> None:
+        """Take ``engine``; the sampling log-probs default to what it asks for (``logprobs_by_default``)."""
+        self.engine = engine
+        logprobs = self._rollout_logprobs
+        logprobs = getattr(engine, "logprobs_by_default", False) if logprobs is None else logprobs
+        self.sampling = dataclasses.replace(self.sampling, logprobs=bool(logprobs))
+        rank_zero_info(f"rollout engine: {type(engine).__name__} ({reason})")
+
     def _ensure_ready(self) -> None:
         if not self._engine_ready:
             self.engine.setup(self.tokenizer)
             self._engine_ready = True
 
     def _load(self, source: PromptSource) -> list[PromptRecord]:
-        records = source.load()
-        kept, dropped = format_prompts(records, self.tokenizer, self.prompt_format)
+        """The training records: de-duplicated unless ``keep_duplicates``, formatted and tokenized."""
+        records, self.duplicates = load_unique_records(source, keep_duplicates=self.keep_duplicates)
+        if self.duplicates.dropped:
+            rank_zero_info(self.duplicates.message())
+        kept, dropped = format_prompts(records, self.tokenizer, self.prompt_format, cache_dir=self.token_cache)
         self._warn_dropped(dropped, len(records))
         return kept
 
     def _warn_dropped(self, dropped: int, total: int, what: str = "") -> None:
-        if dropped:
-            self.num_dropped_prompts += dropped
-            warnings.warn(
-                f"{what + ': ' if what else ''}dropped {dropped} of {total} prompts longer than "
-                f"max_prompt_length={self.prompt_format.max_prompt_length} tokens"
-            )
-        if dropped == total:
-            raise ValueError(
-                f"{what + ': ' if what else ''}no prompts left after dropping those over "
-                f"max_prompt_length={self.prompt_format.max_prompt_length}"
-            )
+        self.num_dropped_prompts += dropped
+        report_overlong(dropped, total, self.prompt_format.max_prompt_length, what)
 
     # -- what RLVRModule reads (rlvr_lightning.data.types.RolloutSource) ----------------------------------------
     def sync_weights(self, policy: torch.nn.Module) -> None:
@@ -407,16 +434,9 @@ class RolloutDataModule(pl.LightningDataModule):
         return self.rollouts.fresh()
 
     def eval_rollout(self, batch: dict[str, Any], batch_idx: int) -> RolloutBatch:
-        """Sample ``k`` responses per question of an evaluation batch with its set's settings and score them.
-
-        Args:
-            batch: one batch of :meth:`val_dataloader`: ``{"set", "prompts", "prompt_ids", "answers", "valid"}``.
-            batch_idx: the batch's index in its set's loader; with the set's name it fixes the engine seed, so
-                every evaluation of unchanged weights draws the same responses.
-
-        Returns:
-            ``len(batch["prompts"]) * k`` sequences, ``temperature`` the set's; the engine is asleep afterwards.
-        """
+        """Sample ``k`` responses per question of ``batch`` (one of :meth:`val_dataloader`'s) with its set's
+        settings and score them: ``len(batch["prompts"]) * k`` sequences; the engine is asleep afterwards.
+        ``batch_idx`` with the set's name fixes the engine seed: unchanged weights draw the same responses."""
         es = self.eval_sets[batch["set"]]
         prompts = [{"prompt": t, "prompt_ids": ids, "answer": a}
                    for t, ids, a in zip(batch["prompts"], batch["prompt_ids"], batch["answers"])]
@@ -424,10 +444,3 @@ class RolloutDataModule(pl.LightningDataModule):
                                top_p=es.top_p, top_k=es.top_k, max_new_tokens=es.max_new_tokens, logprobs=False)
         self.engine.sleep()  # as in training: vLLM frees the accelerator while the policy scores (no-op for HF)
         return rollout
-
-
-def _check_sizes(**sizes: int) -> None:
-    """Refuse a size below 1, naming it."""
-    for name, value in sizes.items():
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")

@@ -61,6 +61,9 @@ class EvalSet:
         max_new_tokens: response length cap (None: the DataModule's ``max_new_tokens``).
         limit: evaluate only the first ``limit`` questions (None: all).
         batch_size: questions per validation batch (None: the DataModule's ``val_batch_size``).
+        bootstrap_resamples: resamples of the percentile bootstrap confidence interval of Avg@k over the questions
+            (``val/<name>/avg@<k>_ci_low`` / ``_ci_high``); 0: no interval.
+        confidence_level: that interval's confidence level, in (0, 1).
     """
 
     name: str
@@ -78,6 +81,8 @@ class EvalSet:
     max_new_tokens: int | None = None
     limit: int | None = None
     batch_size: int | None = None
+    bootstrap_resamples: int = 1000
+    confidence_level: float = 0.95
 
     def __post_init__(self) -> None:
         where = f"eval set {self.name!r}"
@@ -103,6 +108,10 @@ class EvalSet:
             raise ValueError(
                 f"{where}: need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}"
             )
+        if not isinstance(self.bootstrap_resamples, int) or self.bootstrap_resamples < 0:
+            raise ValueError(f"{where}: bootstrap_resamples must be an integer >= 0, got {self.bootstrap_resamples!r}")
+        if not 0 < self.confidence_level < 1:
+            raise ValueError(f"{where}: confidence_level must be in (0, 1), got {self.confidence_level}")
         for field_name in ("max_new_tokens", "limit", "batch_size"):
             value = getattr(self, field_name)
             if value is not None and value < 1:

@@ -19,11 +19,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["PromptFormat", "PromptFormatError", "PromptRecord", "PromptSource", "format_prompts", "load_records"]
+__all__ = ["PromptFormat", "PromptFormatError", "PromptRecord", "PromptSource", "format_prompts", "get_field",
+           "load_records"]
 
 
 class PromptFormatError(ValueError):
@@ -51,11 +52,13 @@ class PromptRecord:
     token_ids: list[int] = field(default_factory=list)
 
 
-_MISSING = object()
+MISSING = object()  # what get_field returns for an absent field
+RowSelector = Callable[[Any], list[int]]  # an Arrow table -> the indices of the rows to read
 
 
-def _get_field(record: Any, name: str) -> Any:
-    """``record[name]``, where ``a.b.c`` walks nested objects (a literal key containing dots wins)."""
+def get_field(record: Any, name: str) -> Any:
+    """``record[name]``, where ``a.b.c`` walks nested objects (a literal key containing dots wins); ``MISSING``
+    when absent."""
     if isinstance(record, dict) and name in record:
         return record[name]
     cur = record
@@ -63,15 +66,15 @@ def _get_field(record: Any, name: str) -> Any:
         if isinstance(cur, dict) and part in cur:
             cur = cur[part]
         else:
-            return _MISSING
+            return MISSING
     return cur
 
 
 def _validate(raw: Any, where: str, prompt_field: str, answer_field: str) -> PromptRecord:
     if not isinstance(raw, dict):
         raise PromptFormatError(f"{where}: expected an object with fields, got {type(raw).__name__}")
-    prompt = _get_field(raw, prompt_field)
-    if prompt is _MISSING:
+    prompt = get_field(raw, prompt_field)
+    if prompt is MISSING:
         raise PromptFormatError(
             f"{where}: missing prompt field {prompt_field!r} (fields present: {sorted(raw)}); "
             f"set prompt_field to the right name"
@@ -93,8 +96,8 @@ def _validate(raw: Any, where: str, prompt_field: str, answer_field: str) -> Pro
             f"{where}: prompt field {prompt_field!r} must be a string or a list of chat messages "
             f"{{'role': str, 'content': str}}, got {type(prompt).__name__}"
         )
-    answer = _get_field(raw, answer_field)
-    if answer is _MISSING:
+    answer = get_field(raw, answer_field)
+    if answer is MISSING:
         raise PromptFormatError(
             f"{where}: missing answer field {answer_field!r} (fields present: {sorted(raw)}); "
             f"set answer_field to the right name"
@@ -136,7 +139,8 @@ def _read_json(path: str) -> list[tuple[str, Any]]:
     return [(f"{name} row {i}", r) for i, r in enumerate(data, start=1)]
 
 
-def _read_parquet(path: str) -> list[tuple[str, Any]]:
+def _read_parquet(path: str, select: RowSelector | None = None) -> list[tuple[str, Any]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     name = os.path.basename(path)
@@ -144,13 +148,19 @@ def _read_parquet(path: str) -> list[tuple[str, Any]]:
         table = pq.read_table(path)
     except Exception as e:  # pyarrow raises several types for a bad file
         raise PromptFormatError(f"{name}: cannot read Parquet file ({e})") from None
-    return [(f"{name} row {i}", r) for i, r in enumerate(table.to_pylist(), start=1)]
+    if table.num_rows == 0:
+        raise PromptFormatError(f"{name}: no records (empty file)")
+    if select is None:
+        return [(f"{name} row {i}", r) for i, r in enumerate(table.to_pylist(), start=1)]
+    keep = select(table)
+    rows = table.take(pa.array(keep, type=pa.int64())).to_pylist()
+    return [(f"{name} row {i + 1}", r) for i, r in zip(keep, rows)]
 
 
 _READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet}
 
 
-def _read_dataset(dataset: str, split: str) -> list[tuple[str, Any]]:
+def _read_dataset(dataset: str, split: str, select: RowSelector | None = None) -> list[tuple[str, Any]]:
     import datasets
 
     if os.path.isdir(dataset) and (
@@ -166,7 +176,25 @@ def _read_dataset(dataset: str, split: str) -> list[tuple[str, Any]]:
     else:
         ds = datasets.load_dataset(dataset, split=split)
     label = f"dataset {os.path.basename(os.path.normpath(dataset))}[{split}]"
-    return [(f"{label} row {i}", r) for i, r in enumerate(ds, start=1)]
+    if select is None:
+        return [(f"{label} row {i}", r) for i, r in enumerate(ds, start=1)]
+    keep = select(ds.with_format("arrow")[:])  # the selector reads a column or two, not every row
+    return [(f"{label} row {i + 1}", r) for i, r in zip(keep, ds.select(keep))]
+
+
+def _read_file(path: str, select: RowSelector | None) -> list[tuple[str, Any]]:
+    """The ``(where, raw record)`` rows of one file, chosen by its extension."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _READERS:
+        raise PromptFormatError(f"{path}: unknown file type {ext!r}; valid: {sorted(_READERS)}")
+    if not os.path.isfile(path):
+        raise PromptFormatError(f"{path}: no such file")
+    if ext == ".parquet":  # (its rows may all be de-duplicated away; an empty file is refused by the reader)
+        return _read_parquet(path, select)
+    rows = _READERS[ext](path)
+    if not rows:
+        raise PromptFormatError(f"{os.path.basename(path)}: no records (empty file)")
+    return rows
 
 
 def load_records(
@@ -176,6 +204,7 @@ def load_records(
     split: str = "train",
     prompt_field: str = "prompt",
     answer_field: str = "answer",
+    select: RowSelector | None = None,
 ) -> list[PromptRecord]:
     """Read and validate question/answer records.
 
@@ -185,6 +214,9 @@ def load_records(
         split: the split of ``dataset``.
         prompt_field: the prompt's field name (``a.b`` for a nested field).
         answer_field: the answer's field name (``a.b`` for a nested field).
+        select: for Parquet files and datasets, a function of the Arrow table that returns the indices of the rows
+            to read (in order); the others are neither converted nor validated (used to drop duplicates without
+            reading every row, see :mod:`rlvr_lightning.data.dedup`). JSON and JSONL files are read whole.
 
     Returns:
         The records, in source order.
@@ -201,17 +233,9 @@ def load_records(
         if not paths:
             raise PromptFormatError("files is an empty list; give at least one path")
         for path in paths:
-            ext = os.path.splitext(path)[1].lower()
-            if ext not in _READERS:
-                raise PromptFormatError(f"{path}: unknown file type {ext!r}; valid: {sorted(_READERS)}")
-            if not os.path.isfile(path):
-                raise PromptFormatError(f"{path}: no such file")
-            file_rows = _READERS[ext](path)
-            if not file_rows:
-                raise PromptFormatError(f"{os.path.basename(path)}: no records (empty file)")
-            rows.extend(file_rows)
+            rows.extend(_read_file(path, select))
     elif dataset is not None:
-        rows = _read_dataset(dataset, split)
+        rows = _read_dataset(dataset, split, select)
         if not rows:
             raise PromptFormatError(f"dataset {dataset!r} split {split!r}: no records")
     else:
@@ -278,21 +302,53 @@ class PromptFormat:
         return self if prompt_template is None else dataclasses.replace(self, prompt_template=prompt_template)
 
 
+def _render(rec: PromptRecord, fmt: PromptFormat, template: str, use_chat: bool, tokenizer: Any) -> str:
+    """The prompt text of one record: the template (or its chat messages) through the chat template or joined."""
+    if isinstance(rec.prompt, list):
+        if not use_chat:
+            raise ValueError(f"{rec.where}: the prompt is a list of chat messages but no chat template is used")
+        messages = list(rec.prompt)
+        if fmt.system_prompt is not None and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": fmt.system_prompt})
+    else:
+        values = {**rec.fields, "prompt": rec.prompt}
+        try:
+            content = template.format_map(values)
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(
+                f"{rec.where}: prompt_template {template!r} cannot be filled ({type(e).__name__}: {e}); "
+                f"fields available: {sorted(values)} (double literal braces: '{{{{' and '}}}}')"
+            ) from None
+        messages = [{"role": "user", "content": content}]
+        if fmt.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": fmt.system_prompt})
+    if use_chat:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return "\n\n".join(m["content"] for m in messages)
+
+
 def format_prompts(
-    records: list[PromptRecord], tokenizer: Any, fmt: PromptFormat | None = None, **options: Any
+    records: list[PromptRecord], tokenizer: Any, fmt: PromptFormat | None = None, *, cache_dir: str | None = None,
+    **options: Any,
 ) -> tuple[list[PromptRecord], int]:
     """Fill each record's ``text`` and ``token_ids``; drop or refuse prompts over ``max_prompt_length`` tokens.
+
+    The texts are rendered first, then tokenized together, each distinct text once
+    (:func:`~rlvr_lightning.data.tokenize.tokenize_texts`).
 
     Args:
         records: records from :func:`load_records` (modified in place).
         tokenizer: a Hugging Face tokenizer.
         fmt: the format (None: ``PromptFormat(**options)``).
+        cache_dir: a folder where the token ids of a large set are cached (None: no cache).
         **options: the fields of :class:`PromptFormat` (``prompt_template``, ``chat_template``, ``system_prompt``,
             ``max_prompt_length``, ``overlong_prompts``), when ``fmt`` is None.
 
     Returns:
         ``(kept records, number dropped)``.
     """
+    from rlvr_lightning.data.tokenize import tokenize_texts
+
     fmt = PromptFormat(**options) if fmt is None else fmt
     has_chat = getattr(tokenizer, "chat_template", None) is not None
     use_chat = has_chat if fmt.chat_template is None else fmt.chat_template
@@ -301,43 +357,18 @@ def format_prompts(
             "chat_template=True but the tokenizer has no chat template; set a prompt_template instead"
         )
     template = "{prompt}" if fmt.prompt_template is None else fmt.prompt_template
+    texts = [_render(rec, fmt, template, use_chat, tokenizer) for rec in records]
+    # chat-templated text carries its special tokens already
+    all_ids = tokenize_texts(texts, tokenizer, add_special_tokens=not use_chat, cache_dir=cache_dir)
     kept: list[PromptRecord] = []
-    dropped = 0
-    for rec in records:
-        if isinstance(rec.prompt, list):
-            if not use_chat:
-                raise ValueError(
-                    f"{rec.where}: the prompt is a list of chat messages but no chat template is used"
-                )
-            messages = list(rec.prompt)
-            if fmt.system_prompt is not None and messages[0]["role"] != "system":
-                messages.insert(0, {"role": "system", "content": fmt.system_prompt})
-        else:
-            values = {**rec.fields, "prompt": rec.prompt}
-            try:
-                content = template.format_map(values)
-            except (KeyError, IndexError, ValueError) as e:
-                raise ValueError(
-                    f"{rec.where}: prompt_template {template!r} cannot be filled ({type(e).__name__}: {e}); "
-                    f"fields available: {sorted(values)} (double literal braces: '{{{{' and '}}}}')"
-                ) from None
-            messages = [{"role": "user", "content": content}]
-            if fmt.system_prompt is not None:
-                messages.insert(0, {"role": "system", "content": fmt.system_prompt})
-        if use_chat:
-            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        else:
-            text = "\n\n".join(m["content"] for m in messages)
-            ids = tokenizer(text)["input_ids"]
+    for rec, text, ids in zip(records, texts, all_ids):
         if fmt.max_prompt_length is not None and len(ids) > fmt.max_prompt_length:
             if fmt.overlong_prompts == "error":
                 raise ValueError(
                     f"{rec.where}: prompt has {len(ids)} tokens, more than "
                     f"max_prompt_length={fmt.max_prompt_length}; raise max_prompt_length or set overlong_prompts='drop'"
                 )
-            dropped += 1
             continue
         rec.text, rec.token_ids = text, list(ids)
         kept.append(rec)
-    return kept, dropped
+    return kept, len(records) - len(kept)

@@ -13,7 +13,8 @@ serialization, through the worker's ``reload_weights`` (reached with ``LLM.colle
   would ignore the temperature.
 * **Weight sync.** :meth:`VLLMEngine.update_weights` streams the policy's ``state_dict`` one tensor at a time
   (a DTensor of an FSDP2 model is gathered with ``full_tensor()`` when its turn comes, so the full model is never
-  materialised), in buckets of about ``weight_sync_bucket_mb``. vLLM's layer-wise reload buffers a layer's tensors
+  materialised), in buckets of about ``weight_sync_bucket_mb``; a LoRA policy's adapters are merged into their base
+  weights on the way (vLLM gets a plain model). vLLM's layer-wise reload buffers a layer's tensors
   until the layer is complete, then repacks it into its kernel format, so quantised / repacked layouts and the
   fused ``qkv_proj`` / ``gate_up_proj`` parameters all receive the HF-named tensors.
 * **Sleep mode.** With ``enable_sleep_mode`` (honoured only where vLLM supports it: CUDA, ROCm, XPU; it is off on
@@ -43,7 +44,7 @@ from rlvr_lightning.seeding import resolve_seed
 
 __all__ = ["VLLMEngine"]
 
-_INSTALL_HINT = (
+INSTALL_HINT = (
     "VLLMEngine needs vLLM: `pip install rlvr-lightning[vllm]` on a GPU machine "
     "(on a CPU-only machine, see scripts/setup_vllm_cpu.sh)"
 )
@@ -59,7 +60,7 @@ def _import_vllm() -> Any:
     try:
         import vllm
     except ImportError as err:  # pragma: no cover - exercised only without vllm
-        raise ImportError(_INSTALL_HINT) from err
+        raise ImportError(INSTALL_HINT) from err
     return vllm
 
 
@@ -100,7 +101,8 @@ class VLLMEngine:
 
     Args:
         model: local directory (or hub name) the ``LLM`` is started from; the policy's initial weights and its
-            tokenizer files. Later weights come from :meth:`update_weights`.
+            tokenizer files. Later weights come from :meth:`update_weights`. None (the default): the path of the
+            tokenizer given to :meth:`setup`, i.e. the policy's path (``--model.model``) under the CLI.
         dtype: vLLM's compute dtype.
         gpu_memory_utilization: fraction of the accelerator's memory vLLM may take (weights, activations, KV
             cache); leave room for the trainer. Ignored on CPU, where ``VLLM_CPU_KVCACHE_SPACE`` (GiB) sizes the
@@ -123,7 +125,7 @@ class VLLMEngine:
 
     def __init__(
         self,
-        model: str,
+        model: str | None = None,
         dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16",
         gpu_memory_utilization: float = 0.5,
         tensor_parallel_size: int = 1,
@@ -144,7 +146,7 @@ class VLLMEngine:
             raise ValueError(f"max_model_len must be >= 1 or None, got {max_model_len}")
         if weight_sync_bucket_mb < 0:
             raise ValueError(f"weight_sync_bucket_mb must be >= 0, got {weight_sync_bucket_mb}")
-        self.model = str(model)
+        self.model = None if model is None else str(model)
         self.dtype = dtype
         self.gpu_memory_utilization = float(gpu_memory_utilization)
         self.tensor_parallel_size = int(tensor_parallel_size)
@@ -164,7 +166,12 @@ class VLLMEngine:
 
     # -- RolloutEngine protocol ---------------------------------------------------------------------------------
     def setup(self, tokenizer: Any) -> None:
-        """Stop responses at ``tokenizer``'s EOS (besides the model's ``generation_config`` EOS ids)."""
+        """Stop responses at ``tokenizer``'s EOS (besides the model's ``generation_config`` EOS ids); without a
+        ``model``, start from the tokenizer's path (``name_or_path``)."""
+        if self.model is None:
+            self.model = getattr(tokenizer, "name_or_path", None) or None
+            if self.model is None:
+                raise ValueError("VLLMEngine has no model path: give model=..., or a tokenizer loaded from a path")
         eos = getattr(tokenizer, "eos_token_id", None)
         if eos is None:
             raise ValueError("the tokenizer has no eos_token_id; VLLMEngine needs one to end responses")
@@ -243,6 +250,8 @@ class VLLMEngine:
 
     # -- internals -----------------------------------------------------------------------------------------------
     def _start(self) -> Any:
+        if self.model is None:
+            raise ValueError("VLLMEngine has no model path yet: give model=..., or call setup(tokenizer) first")
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         vllm = _import_vllm()
         from vllm import envs
@@ -342,17 +351,14 @@ class VLLMEngine:
         )
 
     def _stream(self, policy: nn.Module, dtype: torch.dtype | None) -> Iterator[tuple[str, Tensor]]:
-        """``(vLLM name, full tensor)`` pairs of ``policy``'s state, gathered ``weight_sync_bucket_mb`` at a time."""
-        try:
-            from torch.distributed.tensor import DTensor
-        except ImportError:  # pragma: no cover - torch without DTensor
-            DTensor = ()  # type: ignore[assignment,misc]
+        """``(vLLM name, full tensor)`` pairs of ``policy``'s state, gathered ``weight_sync_bucket_mb`` at a time; a
+        LoRA policy's adapters are merged into the base weights (:func:`rlvr_lightning.lora.merged_weights`)."""
+        from rlvr_lightning.lora import merged_weights
+
         limit = self.weight_sync_bucket_mb * 2**20
         bucket: list[tuple[str, Tensor]] = []
         size = 0
-        for name, tensor in policy.state_dict(keep_vars=False).items():
-            full = tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
-            full = full.detach()
+        for name, full in merged_weights(policy):
             if dtype is not None and full.is_floating_point() and full.dtype != dtype:
                 full = full.to(dtype)
             bucket.append((_vllm_name(name), full))

@@ -34,6 +34,7 @@ from rlvr_lightning.functional.surrogates import (
 )
 
 from rlvr_lightning.functional.accuracy import avg_at_k, group_counts, maj_at_k, pass_at_k
+from rlvr_lightning.functional.bootstrap import bootstrap_mean_interval
 from rlvr_lightning.functional.calibration import (
     CONFIDENCE_KINDS,
     brier_score,
@@ -82,6 +83,7 @@ __all__ = [
 __all__ += [
     "CONFIDENCE_KINDS",
     "avg_at_k",
+    "bootstrap_mean_interval",
     "brier_score",
     "calibration_bins",
     "confidence_auroc",

@@ -6,7 +6,7 @@ returning several values return a dict from ``compute()``: log it with ``Lightni
 ``docs/metrics.md``.
 """
 
-from rlvr_lightning.metrics.accuracy import PassAtK
+from rlvr_lightning.metrics.accuracy import AvgAtKInterval, PassAtK
 from rlvr_lightning.metrics.calibration import BrierScore, CalibrationError, ConfidenceAUROC
 from rlvr_lightning.metrics.diversity import (
     ResponseDiversity,
@@ -18,6 +18,7 @@ from rlvr_lightning.metrics.entropy import EntropyDynamics, TokenEntropy
 from rlvr_lightning.metrics.evaluation import EvalMetrics, format_eval_table
 
 __all__ = [
+    "AvgAtKInterval",
     "BrierScore",
     "CalibrationError",
     "ConfidenceAUROC",

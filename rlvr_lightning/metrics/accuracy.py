@@ -1,8 +1,10 @@
-"""Accuracy over several samples per question: Pass@k (unbiased), Avg@k and Maj@k, as sum states.
+"""Accuracy over several samples per question: Pass@k (unbiased), Avg@k and Maj@k, and a bootstrap confidence
+interval of Avg@k, as sum states.
 
 Each question contributes its Pass@k values, its Avg@k (c / n) and optionally its Maj@k to float64 sums; the
-result is the mean over questions. States are fixed-size and reduced by ``sum``, so DDP and accumulation are
-exact. Shapes: P questions.
+result is the mean over questions. :class:`AvgAtKInterval` keeps how many questions had each number of correct
+samples (0..k), which is all a bootstrap over questions needs. States are fixed-size and reduced by ``sum``, so DDP
+and accumulation are exact. Shapes: P questions.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from rlvr_lightning.functional.accuracy import pass_at_k
+from rlvr_lightning.functional.bootstrap import bootstrap_mean_interval
 
-__all__ = ["PassAtK"]
+__all__ = ["AvgAtKInterval", "PassAtK"]
 
 
 class PassAtK(Metric):
@@ -77,3 +80,55 @@ class PassAtK(Metric):
         if self.majority:
             out["maj"] = self.sums[1] / count
         return out
+
+
+class AvgAtKInterval(Metric):
+    """Percentile bootstrap confidence interval of Avg@k over questions, k samples per question.
+
+    The state counts the questions with c correct samples for each c in 0..k (a histogram of k + 1 float64 sums);
+    ``compute()`` rebuilds the per-question Avg@k values c / k from it (in order of c) and returns
+    :func:`~rlvr_lightning.functional.bootstrap_mean_interval` of them as ``{"low": ..., "high": ...}``
+    (NaN before any update). The same questions give the same interval however they were batched or sharded.
+
+    Args:
+        k: samples per question.
+        num_resamples: bootstrap resamples.
+        level: confidence level.
+        seed: the resampling generator's seed.
+
+    Example:
+        >>> m = AvgAtKInterval(k=4, num_resamples=2000)
+        >>> m.update(torch.tensor([4, 4, 4, 4]))
+        >>> {k: float(v) for k, v in m.compute().items()}
+        {'low': 1.0, 'high': 1.0}
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, k: int, num_resamples: int = 1000, level: float = 0.95, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        bootstrap_mean_interval(torch.zeros(1), num_resamples=num_resamples, level=level)  # validates both
+        self.k, self.num_resamples, self.level, self.seed = k, num_resamples, level, seed
+        self.add_state("counts", default=torch.zeros(k + 1, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, c: Tensor) -> None:
+        """Add questions.
+
+        Args:
+            c: correct samples of each question, out of k, shape ``(P,)``.
+        """
+        if c.dim() != 1 or bool(((c < 0) | (c > self.k)).any()):
+            raise ValueError(f"c must have shape (P,) with values in [0, {self.k}], got {c.tolist()}")
+        self.counts += torch.bincount(c.long().cpu(), minlength=self.k + 1).to(self.counts)
+
+    def compute(self) -> dict[str, Tensor]:
+        """``{"low", "high"}``: the interval of the mean Avg@k over the questions seen."""
+        per_class = torch.arange(self.k + 1, dtype=torch.float64) / self.k
+        values = per_class.repeat_interleave(self.counts.cpu().round().long())  # (P,), one Avg@k per question
+        low, high = bootstrap_mean_interval(values, num_resamples=self.num_resamples, level=self.level,
+                                            seed=self.seed).to(self.counts.device)
+        return {"low": low, "high": high}

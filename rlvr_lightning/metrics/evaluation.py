@@ -18,12 +18,13 @@ from torchmetrics.aggregation import MeanMetric, SumMetric
 
 from rlvr_lightning.functional.accuracy import group_counts, maj_at_k
 from rlvr_lightning.functional.calibration import sequence_confidence
-from rlvr_lightning.metrics.accuracy import PassAtK
+from rlvr_lightning.metrics.accuracy import AvgAtKInterval, PassAtK
 from rlvr_lightning.metrics.calibration import BrierScore, CalibrationError, ConfidenceAUROC
 from rlvr_lightning.metrics.diversity import ResponseDiversity, answer_classes
 from rlvr_lightning.metrics.entropy import TokenEntropy
 
 if TYPE_CHECKING:
+    from rlvr_lightning.data.evaluation import EvalSet
     from rlvr_lightning.data.types import RolloutBatch
 
 __all__ = ["EvalMetrics", "format_eval_table"]
@@ -32,14 +33,14 @@ __all__ = ["EvalMetrics", "format_eval_table"]
 class EvalMetrics(nn.Module):
     """The metrics of one evaluation set, fed with scored samples, k per question.
 
-    ``compute()`` returns, as float64 scalars averaged over the questions (or responses, or tokens) of every
-    update on every rank: ``avg@<k>`` (mean correctness), ``pass@<k'>`` for each k' in ``ks`` (unbiased
-    estimator), ``maj@<k>`` (majority vote over math-verify answer classes), ``entropy`` (mean token entropy),
-    ``distinct_1``, ``distinct_2``, ``self_bleu`` (per question, averaged), ``distinct_answers`` (answer classes
-    per question), ``ece``, ``brier``, ``auroc`` (sequence confidence vs correctness), ``response_length`` and
-    ``questions`` (the number evaluated). ``samples`` keeps this rank's per-question results (prompt, answer, scores,
-    correctness, answer classes)
-    since the last :meth:`reset`.
+    ``compute()`` returns, as float64 scalars averaged over the questions (or responses, or tokens) of every update
+    on every rank: ``avg@<k>`` (mean correctness) and, with ``bootstrap_resamples > 0``, the ends ``avg@<k>_ci_low``
+    / ``avg@<k>_ci_high`` of its percentile bootstrap confidence interval over questions, ``pass@<k'>`` for each k'
+    in ``ks`` (unbiased estimator), ``maj@<k>`` (majority vote over math-verify answer classes), ``entropy`` (mean
+    token entropy), ``distinct_1``, ``distinct_2``, ``self_bleu`` (per question, averaged), ``distinct_answers``
+    (answer classes per question), ``ece``, ``brier``, ``auroc`` (sequence confidence vs correctness),
+    ``response_length`` and ``questions`` (the number evaluated). ``samples`` keeps this rank's per-question results
+    (prompt, answer, scores, correctness, answer classes) since the last :meth:`reset`.
 
     Args:
         k: samples per question.
@@ -47,6 +48,8 @@ class EvalMetrics(nn.Module):
         correct_threshold: a response whose score reaches this is correct.
         confidence: how a response's confidence comes from its log-probs (see ``sequence_confidence``).
         n_bins: bins of the expected calibration error.
+        bootstrap_resamples: resamples of the confidence interval of Avg@k (0: none).
+        confidence_level: its confidence level.
     """
 
     def __init__(
@@ -57,6 +60,8 @@ class EvalMetrics(nn.Module):
         correct_threshold: float = 0.5,
         confidence: Literal["mean_logprob", "sum_logprob", "min_prob"] = "mean_logprob",
         n_bins: int = 15,
+        bootstrap_resamples: int = 1000,
+        confidence_level: float = 0.95,
     ) -> None:
         super().__init__()
         if any(kk > k for kk in ks):
@@ -64,6 +69,8 @@ class EvalMetrics(nn.Module):
         self.k, self.ks = k, tuple(ks)
         self.correct_threshold, self.confidence = correct_threshold, confidence
         self.accuracy = PassAtK(ks=self.ks, majority=True)
+        self.interval = (AvgAtKInterval(k, num_resamples=bootstrap_resamples, level=confidence_level)
+                         if bootstrap_resamples > 0 else None)
         self.entropy = TokenEntropy()
         self.diversity = ResponseDiversity(ngrams=(1, 2), self_bleu=True, answers=False)
         self.ece = CalibrationError(n_bins=n_bins)
@@ -73,6 +80,12 @@ class EvalMetrics(nn.Module):
         self.response_length = MeanMetric()
         self.questions = SumMetric()
         self.samples: list[dict[str, Any]] = []
+
+    @classmethod
+    def for_set(cls, eval_set: EvalSet, *, correct_threshold: float = 0.5) -> EvalMetrics:
+        """The metrics of ``eval_set``: its k, Pass@k values and confidence-interval settings."""
+        return cls(eval_set.k, eval_set.ks, correct_threshold=correct_threshold,
+                   bootstrap_resamples=eval_set.bootstrap_resamples, confidence_level=eval_set.confidence_level)
 
     def update(self, batch: RolloutBatch, logp: Tensor, entropy: Tensor, valid: Tensor | None = None) -> None:
         """Add the scored samples of P questions.
@@ -103,6 +116,8 @@ class EvalMetrics(nn.Module):
         r_ok = q_ok[gid.cpu()].to(mask.device)  # (B,)
         n_q, c_q = group_counts(correct_pk.flatten().long(), torch.arange(num_q).repeat_interleave(self.k))
         self.accuracy.update(n_q[q_ok], c_q[q_ok], maj[q_ok])
+        if self.interval is not None:
+            self.interval.update(c_q[q_ok])
         self.entropy.update(entropy[r_ok], mask[r_ok])
         conf = sequence_confidence(logp[r_ok], mask[r_ok], kind=self.confidence)
         self.ece.update(conf, correct[r_ok])
@@ -117,6 +132,20 @@ class EvalMetrics(nn.Module):
         lengths = mask[r_ok].sum(-1).to(torch.float64)
         self.response_length.update(lengths, weight=torch.ones_like(lengths))
         self.questions.update(q_ok.sum().to(torch.float64))
+        self._keep_samples(batch, order, correct_pk, answer_ids, q_ok)
+
+    def _keep_samples(
+        self, batch: RolloutBatch, order: Tensor, correct: Tensor, answer_ids: Tensor, q_ok: Tensor
+    ) -> None:
+        """Append each valid question's prompt, answer, scores, correctness and answer classes to ``samples``.
+
+        Args:
+            batch: the scored responses.
+            order: each question's response indices, shape ``(P, k)``.
+            correct: correctness of each question's responses, shape ``(P, k)``.
+            answer_ids: answer class of each question's responses, shape ``(P, k)``.
+            q_ok: which questions count, shape ``(P,)``.
+        """
         scores = batch.scores.detach().cpu().tolist()
         for q in q_ok.nonzero().flatten().tolist():
             idx = order[q].tolist()
@@ -125,7 +154,7 @@ class EvalMetrics(nn.Module):
                     "prompt": batch.prompts[idx[0]] if batch.prompts else "",
                     "answer": batch.answers[idx[0]] if batch.answers else "",
                     "scores": [scores[i] for i in idx],
-                    "correct": correct_pk[q].tolist(),
+                    "correct": correct[q].tolist(),
                     "answer_ids": answer_ids[q].tolist(),
                 }
             )
@@ -134,6 +163,9 @@ class EvalMetrics(nn.Module):
         """The set's metrics (keys in the class docstring), synced over ranks."""
         acc = self.accuracy.compute()
         out = {f"avg@{self.k}": acc["avg"]}
+        if self.interval is not None:
+            ci = self.interval.compute()
+            out[f"avg@{self.k}_ci_low"], out[f"avg@{self.k}_ci_high"] = ci["low"], ci["high"]
         out.update({f"pass@{kk}": acc[f"pass@{kk}"] for kk in self.ks})
         out[f"maj@{self.k}"] = acc["maj"]
         out["entropy"] = self.entropy.compute()["all"]
@@ -169,7 +201,8 @@ _COLUMNS = (
 def format_eval_table(
     results: dict[str, dict[str, float]], ks: dict[str, int], questions: dict[str, int]
 ) -> str:
-    """A plain-text table, one row per set: questions, k, Avg@k, Pass@k, Maj@k, entropy, diversity, calibration.
+    """A plain-text table, one row per set: questions, k, Avg@k and its confidence interval, Pass@k, Maj@k,
+    entropy, diversity, calibration.
 
     Args:
         results: per set, metric values keyed as logged without the ``val/<set>/`` prefix (``"avg@4"``, ...).
@@ -177,6 +210,7 @@ def format_eval_table(
         questions: per set, the number of questions evaluated.
     """
     header = ["set", "questions", "k"] + [title for _, title in _COLUMNS]
+    header.insert(4, "Avg@k-CI")
     rows = [header]
     for name, values in results.items():
         k = ks[name]
@@ -184,6 +218,8 @@ def format_eval_table(
         for key, _ in _COLUMNS:
             v = values.get(key.format(k=k))
             cells.append("-" if v is None or math.isnan(v) else f"{v:.4f}")
+        low, high = values.get(f"avg@{k}_ci_low"), values.get(f"avg@{k}_ci_high")
+        cells.insert(4, "-" if low is None or math.isnan(low) else f"{low:.3f}-{high:.3f}")
         rows.append(cells)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = [

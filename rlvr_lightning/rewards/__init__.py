@@ -5,7 +5,10 @@ Built in: :class:`MathVerifyReward` (math-verify in worker processes, with a tim
 with a time limit. :func:`score_completions` combines several rewards into one weighted score per completion;
 :func:`answer_classes` groups equivalent final answers with the same time-limited math-verify checker.
 
-This package imports neither torch nor the rest of rlvr-lightning, so that its worker processes start fast.
+This package imports neither torch nor the rest of rlvr-lightning (only the standard-library-only
+``rlvr_lightning.quiet``), so that its worker processes start fast. Worker processes start the same from any
+context (a script with or without a main guard, ``python -c``, ``python -``, a thread, a notebook): see
+:mod:`rlvr_lightning.rewards.workers`.
 """
 
 from rlvr_lightning.rewards.combine import resolve_rewards, score_completions

@@ -2,10 +2,11 @@
 
 :class:`MathVerifyReward` checks a completion's final answer against the reference with ``math_verify``. It is safe
 from any thread: math-verify's own ``signal.alarm`` timeouts are switched off (they only work on the main thread)
-and verification runs instead in a small persistent pool of worker processes (``forkserver`` start, falling back to
-``spawn``), with a wall-clock limit per completion; a worker that overruns is killed and replaced. Model text is
-never evaluated, only parsed. Completions longer than ``max_chars`` are cut to their last ``max_chars`` characters
-(the final answer is at the end); NUL bytes and invalid Unicode are replaced first.
+and verification runs instead in a small persistent pool of worker processes (fresh interpreters that never import
+the caller's ``__main__``: see :mod:`rlvr_lightning.rewards.workers`), with a wall-clock limit per completion; a
+worker that overruns is killed and replaced. Model text is never evaluated, only parsed. Completions longer than
+``max_chars`` are cut to their last ``max_chars`` characters (the final answer is at the end); NUL bytes and invalid
+Unicode are replaced first.
 
 Each call leaves counters in ``last_stats`` (reset per call): ``timeouts``, ``unparsed`` (no answer found in the
 completion), ``gold_unparsed`` (the reference answer could not be parsed), ``errors`` (the checker failed),
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any, Literal
 
-from rlvr_lightning.rewards.workers import Worker, WorkerOwner, serve, start_context
+from rlvr_lightning.rewards.workers import Worker, WorkerOwner, serve
 
 __all__ = ["AnswerEquivalence", "MathVerifyReward", "answer_classes", "classify_answers"]
 
@@ -138,12 +139,10 @@ def _clean(text: Any, max_chars: int) -> tuple[str, bool]:
 
 
 class _MathVerifyWorkers(WorkerOwner):
-    """Owner of math-verify worker processes (a forkserver imports the checker once; restarts then fork fast)."""
+    """Owner of math-verify worker processes."""
 
     def _new_worker(self) -> Worker:
-        if self._ctx is None:
-            self._ctx = start_context(preload=["rlvr_lightning.rewards.math_verify", "math_verify"])
-        return Worker(self._ctx, startup_timeout=120.0, target=_worker_loop, what="a math-verify worker process")
+        return Worker(startup_timeout=120.0, target=_worker_loop, what="a math-verify worker process")
 
 
 class MathVerifyReward(_MathVerifyWorkers):

@@ -8,7 +8,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from rlvr_lightning.rewards.resolve import accepts_keyword, import_reward, resolve_reward, reward_name
-from rlvr_lightning.rewards.workers import Worker, WorkerOwner, serve, start_context
+from rlvr_lightning.rewards.workers import Worker, WorkerOwner, serve
 
 __all__ = ["TimeLimitedReward"]
 
@@ -36,12 +36,13 @@ def _reward_worker_loop(conn: Connection, spec: Any) -> None:  # runs in the chi
 class TimeLimitedReward(WorkerOwner):
     """Any reward, run in a worker process with a wall-clock limit: a hung or runaway check cannot stall training.
 
-    The reward is imported (or unpickled) in a child process (``forkserver`` start, else ``spawn``), which then
-    serves every call. Completions go to it in chunks of ``chunk_size``; a chunk that takes longer than
-    ``timeout`` seconds scores ``failure_score`` for each of its completions, counts them in
-    ``last_stats["timeouts"]`` and warns, and the worker is killed and replaced. An exception inside the reward
-    is raised here as a ``RuntimeError`` naming the reward (the DataModule then scores the batch 0 and counts an
-    error, or stops with ``data.strict_rewards``). ``prompts=`` is passed on only when the reward accepts it.
+    The reward is imported (or unpickled) in a child process (a fresh interpreter that never imports the caller's
+    ``__main__``, see :mod:`rlvr_lightning.rewards.workers`), which then serves every call. Completions go to it in
+    chunks of ``chunk_size``; a chunk that takes longer than ``timeout`` seconds scores ``failure_score`` for each
+    of its completions, counts them in ``last_stats["timeouts"]`` and warns, and the worker is killed and replaced.
+    An exception inside the reward is raised here as a ``RuntimeError`` naming the reward (the DataModule then
+    scores the batch 0 and counts an error, or stops with ``data.strict_rewards``). ``prompts=`` is passed on only
+    when the reward accepts it.
 
     Logged under the inner reward's name. In a config::
 
@@ -52,7 +53,7 @@ class TimeLimitedReward(WorkerOwner):
 
     Args:
         reward: the reward, as an import path ``"pkg.module.name"`` (a class is instantiated in the worker) or a
-            picklable callable (e.g. a module-level function).
+            picklable callable defined in an importable module (not in the main script or a notebook).
         timeout: seconds a chunk may take (the worker's start-up, imports included, is not counted).
         chunk_size: completions per request to the worker (None: the whole batch in one request; 1: a limit
             per completion, at the cost of one round trip each).
@@ -74,6 +75,10 @@ class TimeLimitedReward(WorkerOwner):
             raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
         # imported here too, to fail early naming the path; a class is instantiated only in the worker
         inner = import_reward(reward)
+        if getattr(inner, "__module__", None) in ("__main__", "__mp_main__"):
+            raise ValueError(
+                f"reward {reward!r} is defined in the main script (or a notebook), which its worker process does not "
+                f"import: define it in an importable module and pass its import path ('mypkg.rewards.name')")
         is_class = isinstance(inner, type)
         self.__name__ = inner.__name__ if is_class else reward_name(inner)
         self._takes_prompts = accepts_keyword(inner.__call__ if is_class else inner, "prompts")
@@ -129,7 +134,5 @@ class TimeLimitedReward(WorkerOwner):
         return value
 
     def _new_worker(self) -> Worker:
-        if self._ctx is None:
-            self._ctx = start_context()
-        return Worker(self._ctx, self.startup_timeout, target=_reward_worker_loop,
+        return Worker(self.startup_timeout, target=_reward_worker_loop,
                       args=(self.reward,), what=f"the worker process of reward {self.__name__}")

@@ -1,14 +1,26 @@
 """Worker processes for rewards: start one, serve requests in it, and dispatch jobs to a pool with a time limit.
 
-A reward that owns workers subclasses :class:`WorkerOwner`: its workers start on first use (``forkserver`` start,
-falling back to ``spawn``), a worker that overruns its job's limit or dies is killed and replaced, and the workers
-stop when the owner is garbage collected or :meth:`WorkerOwner.close` is called. The lock, the workers and the start
-context are not pickled: a copy starts workers of its own.
+A worker is a fresh interpreter running ``python -m rlvr_lightning.rewards.worker_main`` (see that module), joined
+to this process by a socket pair. It never imports this process's ``__main__`` module, so rewards start alike from
+``rlvr fit``, from a script with or without an ``if __name__ == "__main__":`` guard, ``python -c``, ``python -``
+(stdin), a thread or a notebook. This process's ``sys.path`` is handed on (as ``PYTHONPATH``), so whatever imports
+here imports there. The worker's function and arguments are pickled to it: a function or class defined in the main
+script or a notebook cannot be, give an import path instead. The worker's standard error is copied to this
+process's, and a worker that fails to start is reported at once with its own error (the message it sent, or the
+end of its standard error and its exit code). Needs a POSIX system (descriptors are passed to the child).
+
+A reward that owns workers subclasses :class:`WorkerOwner`: its workers start on first use, a worker that overruns
+its job's limit or dies is killed and replaced, and the workers stop when the owner is garbage collected or
+:meth:`WorkerOwner.close` is called. The lock and the workers are not pickled: a copy starts workers of its own.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import collections
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -16,7 +28,9 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-__all__ = ["Worker", "WorkerOwner", "serve", "start_context"]
+__all__ = ["Worker", "WorkerOwner", "serve"]
+
+_ENTRY = "rlvr_lightning.rewards.worker_main"
 
 
 def serve(conn: Connection, handle: Callable[[Any], Any]) -> None:  # runs in the child process
@@ -35,49 +49,98 @@ def serve(conn: Connection, handle: Callable[[Any], Any]) -> None:  # runs in th
             return
 
 
-def start_context(preload: Sequence[str] = ()) -> Any:
-    """A ``forkserver`` start context (importing ``preload`` once in the server) where available, else ``spawn``."""
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    if preload:
-        ctx.set_forkserver_preload(list(preload))
-    return ctx
+def _child_env() -> dict[str, str]:
+    """This environment with ``PYTHONPATH`` set to this process's ``sys.path`` (``""`` meaning the cwd)."""
+    paths = [p or os.getcwd() for p in sys.path]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(paths)))
+
+
+class _StderrCopy(threading.Thread):
+    """Copies a worker's standard error to this process's ``sys.stderr``, keeping its last lines."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(daemon=True, name="reward-worker-stderr")
+        self.stream = stream
+        self.tail: collections.deque[str] = collections.deque(maxlen=30)
+
+    def run(self) -> None:
+        for raw in iter(self.stream.readline, b""):
+            line = raw.decode("utf-8", "replace")
+            self.tail.append(line.rstrip("\n"))
+            try:
+                sys.stderr.write(line)
+            except (OSError, ValueError):  # this process's stderr is closed: keep draining the pipe
+                pass
+        self.stream.close()
 
 
 class Worker:
     """One child process running ``target(conn, *args)``, started and ready (its start-up is not timed per job).
 
     Args:
-        ctx: the multiprocessing start context.
         startup_timeout: seconds the child may take to say ``"ready"`` (imports included).
-        target: the child's main function; it gets its end of the pipe first.
-        args: further arguments of ``target``.
+        target: the child's main function (importable by name); it gets its end of the pipe first.
+        args: further (picklable) arguments of ``target``.
         what: the worker, named in the error raised when it does not start.
+
+    Raises:
+        RuntimeError: the child did not start; the message holds its own error.
     """
 
     def __init__(
-        self, ctx: Any, startup_timeout: float, target: Callable[..., None], args: tuple = (),
+        self, startup_timeout: float, target: Callable[..., None], args: tuple = (),
         what: str = "a reward worker process",
     ) -> None:
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=target, args=(child, *args), daemon=True)
-        self.proc.start()
-        child.close()
+        mine, theirs = socket.socketpair()
+        self.conn = Connection(mine.detach())
+        fd = theirs.fileno()
+        self.proc = subprocess.Popen([sys.executable, "-m", _ENTRY, str(fd)], pass_fds=(fd,), env=_child_env(),
+                                     stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        theirs.close()
+        self._stderr = _StderrCopy(self.proc.stderr)
+        self._stderr.start()
+        try:
+            self.conn.send((target, args))
+        except OSError:  # the child is already gone: its exit code and standard error say why
+            pass
+        except Exception as err:  # noqa: BLE001 - e.g. an unpicklable argument
+            self.kill()
+            raise RuntimeError(f"{what} did not start: cannot send it its work ({type(err).__name__}: {err})") from None
+        self._wait_ready(startup_timeout, what)
+
+    def _wait_ready(self, startup_timeout: float, what: str) -> None:
         try:
             msg = self.conn.recv() if self.conn.poll(startup_timeout) else None
-        except (EOFError, OSError):
+        except (EOFError, OSError):  # the child closed its end: it died
             msg = None
-        if msg != "ready":
+        if msg == "ready":
+            return
+        if isinstance(msg, tuple):
             self.kill()
-            why = f": {msg[1]}" if isinstance(msg, tuple) else f" within {startup_timeout} s"
-            raise RuntimeError(f"{what} did not start{why}")
+            raise RuntimeError(f"{what} did not start: {msg[1]}")
+        try:
+            code: int | None = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        self.kill()
+        self._stderr.join(timeout=5)
+        if code is None:
+            raise RuntimeError(f"{what} did not start within {startup_timeout} s")
+        tail = "\n".join(self._stderr.tail) or "(nothing on its standard error)"
+        raise RuntimeError(f"{what} exited with code {code} as it started; its standard error ends with:\n{tail}")
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the process to end."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
 
     def kill(self) -> None:
         """Stop the process now and close the pipe."""
-        if self.proc.is_alive():
+        if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.join(timeout=5)
+        self.join(timeout=5)
         self.conn.close()
 
 
@@ -88,7 +151,7 @@ def _shutdown(workers: list[Worker]) -> None:
         except (OSError, ValueError):
             pass
     for w in workers:
-        w.proc.join(timeout=1)
+        w.join(timeout=1)
         w.kill()
     workers.clear()
 
@@ -96,12 +159,11 @@ def _shutdown(workers: list[Worker]) -> None:
 class WorkerOwner:
     """Base of the rewards that own worker processes; subclasses define :meth:`_new_worker`."""
 
-    _RUNTIME = ("_lock", "_workers", "_ctx", "_finalizer")
+    _RUNTIME = ("_lock", "_workers", "_finalizer")
 
     def _init_runtime(self) -> None:
         self._lock = threading.Lock()
         self._workers: list[Worker] = []
-        self._ctx: Any = None
         self._finalizer = weakref.finalize(self, _shutdown, self._workers)
 
     def __getstate__(self) -> dict[str, Any]:

@@ -104,3 +104,66 @@ def test_fsdp2_with_a_kl_term_matches_one_process(tmp_path):
     w1, w2 = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     assert w1.keys() == w2.keys() and all(k.startswith("policy.") for k in w1)
     assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < TOL
+
+
+def _fsdp2_fit(root: Path, *extra: str) -> None:
+    """``rlvr fit`` of configs/smoke_fsdp2.yaml on 2 processes, logging under ``root/two``."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(REPO)]))
+    cmd = [sys.executable, "-m", "rlvr_lightning.cli", "fit", "--config", "configs/smoke_fsdp2.yaml", *extra,
+           "--data.rewards", "toy_training.digit_reward", "--trainer.logger.init_args.save_dir", str(root),
+           "--trainer.logger.init_args.name", "two"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _rows_by_step(root: Path) -> list[dict[str, str]]:
+    """The metrics rows of every run version under ``root``, in rollout-step order (a resumed run's rows follow)."""
+    rows = [r for f in sorted(root.rglob("metrics.csv")) for r in csv.DictReader(open(f))]
+    return sorted(rows, key=lambda r: float(r["rollout_step"]))
+
+
+def test_fsdp2_lora_with_sharded_checkpoints_resumes_and_matches_one_process(tmp_path):
+    """LoRA sharded with FSDP2 (through its base), a KL term toward the base (adapters disabled), adapters-only
+    checkpoints: 2 steps with a sharded checkpoint, resumed to 3 saving a file; equal to the 1-process LoRA run (also
+    resumed at step 2); the sharded step-2 checkpoint exports to the 1-process step-2 model."""
+    pytest.importorskip("peft")
+    from toy_training import SMOKE_LORA, random_batch, response_logprobs
+    from transformers import AutoModelForCausalLM
+
+    from rlvr_lightning.cli import main
+    from rlvr_lightning.export import load_checkpoint
+
+    kl = ("--model.kl", "KL", "--model.kl.coef", "0.1", "--data.seed_per_prompt", "true")
+    fit(tmp_path / "one", *kl, "--trainer.max_steps", "2", name="one", config=SMOKE_LORA)
+    one_step2 = next((tmp_path / "one").rglob("last.ckpt"))
+    main(["export", str(one_step2), str(tmp_path / "one_hf")])
+    fit(tmp_path / "one", *kl, "--trainer.max_steps", "3", "--ckpt_path", str(one_step2), name="one",
+        config=SMOKE_LORA)
+
+    lora = (*kl, "--model.lora.rank", "2", "--model.lora.alpha", "16.0")  # smoke_lora.yaml's adapters
+    _fsdp2_fit(tmp_path / "two", *lora, "--trainer.strategy.save_distributed_checkpoint", "true",
+               "--trainer.max_steps", "2")
+    two_step2 = tmp_path / "two" / "two" / "version_0" / "checkpoints" / "last.ckpt"
+    assert two_step2.is_dir()  # a folder of shards
+    _fsdp2_fit(tmp_path / "two", *lora, "--trainer.max_steps", "3", "--ckpt_path", str(two_step2))
+
+    one, two = _rows_by_step(tmp_path / "one"), _rows_by_step(tmp_path / "two")
+    assert [r["rollout_step"] for r in one] == [r["rollout_step"] for r in two] == ["1.0", "2.0", "3.0"]
+    for key in ("train/loss", "train/kl_ref", "train/entropy", "train/grad_norm", "train/reward_mean"):
+        for a, b in zip(one, two):
+            assert abs(float(a[key]) - float(b[key])) <= TOL * max(1.0, abs(float(a[key]))), (key, a[key], b[key])
+    assert float(one[-1]["train/kl_ref"]) > 0
+
+    shards = load_checkpoint(two_step2)["state_dict"]  # the sharded checkpoint holds the adapters only
+    assert len(shards) == 56 and all(".lora_A." in k or ".lora_B." in k for k in shards)
+    w1 = torch.load(next((tmp_path / "one" / "one" / "version_1").rglob("last.ckpt")), weights_only=True)
+    w2 = torch.load(next((tmp_path / "two" / "two" / "version_1").rglob("last.ckpt")), weights_only=True)
+    w1, w2 = w1["state_dict"], w2["state_dict"]
+    assert w1.keys() == w2.keys() == shards.keys()
+    assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < TOL
+
+    main(["export", str(two_step2), str(tmp_path / "two_hf")])
+    batch = random_batch()
+    a = response_logprobs(AutoModelForCausalLM.from_pretrained(tmp_path / "one_hf"), batch)
+    b = response_logprobs(AutoModelForCausalLM.from_pretrained(tmp_path / "two_hf"), batch)
+    assert float((a - b).abs().max()) < TOL

@@ -1,4 +1,5 @@
-"""Helpers of the training tests: a reward with signal for a random model, a user reweighting, CLI runs."""
+"""Helpers of the training tests: a reward with signal for a random model, a user reweighting, CLI runs, a random
+rollout batch and the log-probs of its responses."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import torch
 
 from rlvr_lightning.components import Reweight, ReweightContext
 from rlvr_lightning.data import HFEngine
-from rlvr_lightning.data.types import Sample, SamplingConfig
+from rlvr_lightning.data.collate import collate_samples
+from rlvr_lightning.data.types import RolloutBatch, Sample, SamplingConfig
+from rlvr_lightning.scoring import score_batch
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = str(REPO / "configs" / "smoke.yaml")
+SMOKE_LORA = str(REPO / "configs" / "smoke_lora.yaml")
 
 
 def digit_reward(completions: list[str], answers: list[str], **kw: Any) -> list[float]:
@@ -56,15 +60,16 @@ class ShiftedLogprobEngine(HFEngine):
         return groups
 
 
-def fit(tmp_path: Path, *extra: str, name: str = "run") -> Any:
-    """``rlvr fit`` on the smoke config in this process, logging under ``tmp_path``; returns the CLI."""
+def fit(tmp_path: Path, *extra: str, name: str = "run", config: str = SMOKE) -> Any:
+    """``rlvr fit`` on the smoke config (or ``config``) in this process, logging under ``tmp_path``; returns the
+    CLI."""
     from rlvr_lightning.cli import cli_main
 
     cwd = os.getcwd()
     os.chdir(REPO)  # the smoke config names assets/ relative to the repository
     try:
         return cli_main([
-            "fit", "--config", SMOKE,
+            "fit", "--config", config,
             "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", name,
             "--data.rewards", "toy_training.digit_reward",
             *extra,
@@ -82,3 +87,17 @@ def initial_policy(seed: int = 0) -> torch.nn.Module:
 
 def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def random_batch(seed: int = 0, n: int = 6) -> RolloutBatch:
+    """A rollout batch of random tokens of uneven lengths (the tiny model's vocabulary: 99 tokens)."""
+    g = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(2, 99, (4 + i % 2,), generator=g).tolist() for i in range(n)]
+    samples = [Sample(token_ids=torch.randint(2, 99, (7 - i % 3,), generator=g).tolist(), logprobs=None,
+                      finish_reason="length") for i in range(n)]
+    return collate_samples(prompts, samples, list(range(n)), [0.0] * n, pad_token_id=0)
+
+
+def response_logprobs(model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
+    """The log-probs of the batch's real response tokens under ``model`` (eval mode, no gradients), flattened."""
+    return score_batch(model, batch, with_entropy=False, micro_batch_size=None)[0][batch.response_mask]
