@@ -116,6 +116,26 @@ def run_all(conditions: list[str], seeds: list[int], runs: Path, quick: bool, jo
             print(f"[{i}/{total}] {c} seed {s}: done in {time.time() - t0:.0f} s ({shown})", flush=True)
 
 
+def matched_entropy(accuracies: list[float], seeds: list[int], runs: Path) -> str:
+    """GRPO's entropy when its training accuracy (EMA 0.9 over rollout steps) first reaches the mean of
+    ``accuracies``, mean +- std over GRPO's seeds: a condition that ends above it holds more entropy than GRPO at
+    equal accuracy; "not reached" when some GRPO seed never gets there."""
+    if not accuracies:
+        return "-"
+    target, found = statistics.fmean(accuracies), []
+    for s in seeds:
+        series = read_metrics(runs / "grpo" / f"seed{s}")
+        acc = dict(zip((x for x, _ in series.get(METRICS["accuracy"], [])),
+                       ema_smooth([v for _, v in series.get(METRICS["accuracy"], [])], 0.9)))
+        ent = dict(zip((x for x, _ in series.get(METRICS["entropy"], [])),
+                       ema_smooth([v for _, v in series.get(METRICS["entropy"], [])], 0.9)))
+        hit = next((x for x in sorted(acc) if acc[x] >= target and x in ent), None)
+        if hit is None:
+            return "not reached"
+        found.append(ent[hit])
+    return _cell(found)
+
+
 def verdict(stats: dict[str, dict[str, list[float]]], pairs: tuple[tuple[str, str], ...]) -> str:
     """Reproduced when, for every pair (a, b), mean entropy(a) - mean entropy(b) exceeds the sum of their seed
     standard deviations; partly when every difference has the paper's sign, or some but not all pass; not
@@ -265,9 +285,10 @@ def write_report(conditions: list[str], seeds: list[int], runs: Path, out: Path,
         fig = figures / f"finding{n}.png"
         plot_finding(title, shown, seeds, runs, fig)
         lines += [f"## {n}. {title}: {verdict(stats, pairs)}", "", f"The paper: {claim}.", "",
-                  "| condition | seeds | entropy | accuracy | distinct correct |", "|---|---|---|---|---|"]
-        lines += [f"| {c} | {len(stats[c]['entropy'])} | " + " | ".join(_cell(stats[c][m]) for m in METRICS) + " |"
-                  for c in shown]
+                  "| condition | seeds | entropy | accuracy | distinct correct | GRPO's entropy at this accuracy |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {c} | {len(stats[c]['entropy'])} | " + " | ".join(_cell(stats[c][m]) for m in METRICS)
+                  + f" | {matched_entropy(stats[c]['accuracy'], seeds, runs)} |" for c in shown]
         lines += ["", f"![{title}](figures/{fig.name})", ""]
     plot_frontier(stats, figures / "frontier.png")
     lines += ["## Entropy against accuracy", "", "![frontier](figures/frontier.png)", ""]
