@@ -113,7 +113,7 @@ class RolloutDataModule(pl.LightningDataModule):
         seed: seeds the prompt order and the sampling (None: the run's ``seed_everything``).
         seed_per_prompt: give every prompt of a step its own sampling seed, from its position in the step over
             all ranks: rollouts then do not depend on the number of ranks or how prompts are batched (the HF
-            engine then generates prompt by prompt, which is slower).
+            engine draws each prompt's tokens from its own generator in one batched call: no slower).
     """
 
     def __init__(
