@@ -38,6 +38,7 @@ from rlvr_lightning.optim import ConstantWithWarmup
 from rlvr_lightning.scoring import micro_batches, score_batch, sequence_logprobs
 from rlvr_lightning.seeding import resolve_seed
 from rlvr_lightning.step_log import step_logs
+from rlvr_lightning.token_selection import mini_batch_selection
 
 
 class RLVRModule(LightningModule):
@@ -229,8 +230,8 @@ class RLVRModule(LightningModule):
         hp = self.hparams
         order = mini_batches(len(batch), ppo_epochs=hp.ppo_epochs, num_mini_batches=hp.num_mini_batches,
                              shuffle=hp.shuffle_mini_batches, seed=self.seed * 1_000_003 + self.rollout_step)
-        updates = lambda: [self._update(batch, mb, old_logp, advantages, ref_logp, tis, measured_entropy)  # noqa: E731
-                           for mb in order]
+        updates = lambda: [self._update(batch, mb, old_logp, advantages, ref_logp, tis, measured_entropy, i == 0)  # noqa
+                           for i, mb in enumerate(order)]
         step_stats, probe_logs = probed_updates(self.policy, batch, advantages, updates,
                                                 every=hp.entropy_probe_every, step=self.rollout_step)
         timings["time/update"] = time.perf_counter() - t0
@@ -244,25 +245,25 @@ class RLVRModule(LightningModule):
 
     def _update(
         self, batch: RolloutBatch, mb: Tensor, old_logp: Tensor, advantages: Tensor,
-        ref_logp: Tensor | None, tis: Tensor | None, measured_entropy: float,
+        ref_logp: Tensor | None, tis: Tensor | None, measured_entropy: float, fresh: bool = False,
     ) -> dict[str, Tensor]:
-        """One optimizer step on the mini-batch ``mb`` (indices into ``batch``), accumulated over micro-batches."""
+        """One optimizer step on mini-batch ``mb`` (indices into ``batch``); ``fresh``: no update since ``old_logp``."""
         mask = batch.response_mask
-        # normalizers are global over the mini-batch's micro-batches and ranks
-        norms = self.loss.normalizers(mask[mb], all_reduce=self._global_sum)
-        trainer, hp = self.trainer, self.hparams
-        world = trainer.world_size
+        norms = self.loss.normalizers(mask[mb], all_reduce=self._global_sum)  # global over micro-batches and ranks
+        trainer, hp, world = self.trainer, self.hparams, self.trainer.world_size
         epochs = total_epochs(trainer.max_epochs, trainer.max_steps, self._data().steps_per_epoch,
                               hp.ppo_epochs * hp.num_mini_batches)
         context = dict(step=self.global_step, total_steps=trainer.max_steps, epoch=self._data_epoch,
                        total_epochs=epochs, measured_entropy=measured_entropy)
+        extra = {"ref_logp": ref_logp, "tis": tis, "selection": mini_batch_selection(  # Clip-Cov, KL-Cov over ranks
+            self.loss.reweight, self.policy, batch, mb, old_logp, advantages, fresh=fresh, rank=self.global_rank,
+            context=context, micro_batch_size=hp.micro_batch_size, all_gather=self.all_gather if world > 1 else None)}
         sums: dict[str, Tensor] = {}
         for micro, idx in enumerate(micro_batches(mb, hp.micro_batch_size)):
             m = mask[idx]
             logp, ent = sequence_logprobs(self.policy, batch.select(idx), with_entropy=True, grad=True)
             loss, stats = self.loss(
-                logp, old_logp[idx], advantages[idx], m, ent,
-                ref_logp=None if ref_logp is None else ref_logp[idx], tis=None if tis is None else tis[idx],
+                logp, old_logp[idx], advantages[idx], m, ent, **{k: v[idx] for k, v in extra.items() if v is not None},
                 sample_key=self.global_rank * 65_537 + micro, world_size=world, **norms, **context,
             )
             self.manual_backward(loss)
@@ -278,8 +279,7 @@ class RLVRModule(LightningModule):
         params = [p for p in self.policy.parameters() if p.grad is not None]
         max_norm = self.hparams.max_grad_norm or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # DTensor under FSDP2
         # every rank takes the same decision: a non-finite value anywhere skips the update everywhere
         bad = (~torch.isfinite(grad_norm)) | (~torch.isfinite(sums["loss"]))
         finite = bool(self._global_sum(bad.float().reshape(()).to(self.device)) == 0)
