@@ -16,6 +16,7 @@ Token log-probs (``sampling.logprobs``) are those of the sampling distribution b
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -103,14 +104,22 @@ class HFEngine:
             (fastest on CPU, where each decoding step costs little more for more rows).
         stop_token_ids: extra token ids that end a response (besides the tokenizer's EOS and the model's
             ``generation_config.eos_token_id``).
+        share_prompt_prefill: run the prompt through the model once per prompt, not once per sample: the KV cache
+            of all its tokens but the last is computed for the P prompts of a call and repeated for their ``n``
+            samples before ``generate`` (which then starts from the last prompt token). Off: ``generate`` encodes
+            every one of the ``P * n`` rows. Needs a model whose cache has ``batch_repeat_interleave`` (else it is
+            not shared).
     """
 
     logprobs_by_default = False  # samples from the trainer's own model: its log-probs are the trainer's
 
-    def __init__(self, batch_size: int | None = None, stop_token_ids: list[int] | None = None) -> None:
+    def __init__(
+        self, batch_size: int | None = None, stop_token_ids: list[int] | None = None, share_prompt_prefill: bool = True
+    ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None (one call for the whole rollout), got {batch_size}")
         self.batch_size = batch_size
+        self.share_prompt_prefill = share_prompt_prefill
         self.stop_token_ids = list(stop_token_ids or [])
         self.model: nn.Module | None = None
         self.eos_token_ids: list[int] = []
@@ -171,8 +180,8 @@ class HFEngine:
                 for first in range(0, len(prompts), per_call):
                     chunk = range(first, min(first + per_call, len(prompts)))
                     groups = [(j * n, (j + 1) * n, gens[i]) for j, i in enumerate(chunk)]
-                    flat = [prompts[i] for i in chunk for _ in range(n)]
-                    samples.extend(self._generate_chunk(model, flat, device, sampling, eos, groups))
+                    samples.extend(self._generate_chunk(model, [prompts[i] for i in chunk], n, device, sampling,
+                                                        eos, groups))
         finally:
             model.train(was_training)
         return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
@@ -236,16 +245,23 @@ class HFEngine:
         self,
         model: nn.Module,
         prompts: list[list[int]],
+        n: int,
         device: torch.device,
         sampling: SamplingConfig,
         eos: list[int],
         groups: Sequence[RowGroup],
     ) -> list[Sample]:
-        width = max(len(p) for p in prompts)
-        input_ids, attention_mask = pad_rows(prompts, width, self.pad_token_id, left=True)
+        """``n`` samples of each of ``prompts`` from one ``generate`` call, row ``i * n + j`` sample ``j`` of prompt
+        ``i``."""
+        share = self.share_prompt_prefill and n > 1
+        width = max(2 if share else 1, max(len(p) for p in prompts))  # sharing needs a prefix of >= 1 column
+        ids, mask = pad_rows(prompts, width, self.pad_token_id, left=True)
+        ids, mask = ids.to(device), mask.long().to(device)
+        cache = _prefill(model, ids, mask, n) if share else {}
         out = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.long().to(device),
+            input_ids=ids.repeat_interleave(n, dim=0),
+            attention_mask=mask.repeat_interleave(n, dim=0),
+            **cache,
             **self._generation_kwargs(sampling, eos, groups, width, device),
         )
         new = out.sequences[:, width:]  # (b, steps)
@@ -276,6 +292,20 @@ class HFEngine:
             )
             for i, (n, stop) in enumerate(zip(lengths, has_eos.tolist()))
         ]
+
+
+def _prefill(model: nn.Module, ids: Tensor, mask: Tensor, n: int) -> dict[str, Any]:
+    """``generate``'s cache argument holding the KV cache of ``ids[:, :-1]`` (P prompts, shape ``(P, width)``, with
+    ``mask`` ``(P, width)``) repeated ``n`` times per prompt; ``{}`` when the model's cache cannot be repeated."""
+    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate computes them
+    out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids[:, :-1],
+                use_cache=True, logits_to_keep=1)
+    cache = out[key] if key in out else None
+    if not hasattr(cache, "batch_repeat_interleave"):
+        return {}
+    cache.batch_repeat_interleave(n)
+    return {key: cache}
 
 
 def _as_list(x: Any) -> list[int]:

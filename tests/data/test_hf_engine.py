@@ -187,3 +187,20 @@ def test_per_prompt_samples_do_not_depend_on_batch_size(tiny_model, tokenizer):
     assert out[None] == out[2]
     with pytest.raises(ValueError, match="batch_size must be >= 1 or None"):
         HFEngine(batch_size=0)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_shared_prompt_prefill_gives_the_unshared_samples(tiny_model, tokenizer, temperature):
+    """The prompt's KV cache computed once and repeated for its n samples: the same tokens and log-probs as
+    encoding every sample's prompt (a 1-token prompt included)."""
+    ps = prompts(tokenizer) + [tokenizer("7")["input_ids"][:1]]
+    sampling = SamplingConfig(n=3, temperature=temperature, max_new_tokens=8, logprobs=True)
+    out = {}
+    for share in (True, False):
+        eng = HFEngine(share_prompt_prefill=share)
+        eng.setup(tokenizer)
+        eng.update_weights(tiny_model)
+        out[share] = [s for g in eng.generate(ps, sampling, seed=[1, 2, 3, 4]) for s in g]
+    assert [s.token_ids for s in out[True]] == [s.token_ids for s in out[False]]
+    for a, b in zip(out[True], out[False]):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
