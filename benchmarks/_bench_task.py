@@ -76,6 +76,54 @@ def prepare(workdir: str | Path, seed: int = 0) -> tuple[str, str]:
     return str(model_dir), str(data_file)
 
 
+_RLVR_CONFIG = """\
+seed_everything: 0
+trainer:
+  accelerator: cpu
+  devices: {devices}
+{strategy}  max_steps: {steps}
+  enable_progress_bar: false
+  enable_model_summary: false
+  logger:
+    class_path: lightning.pytorch.loggers.CSVLogger
+    init_args: {{save_dir: {logs}, name: rlvr}}
+  callbacks:
+    - class_path: _bench_task.StepClock
+      init_args: {{path: {clock}}}
+checkpoint:
+  every_n_train_steps: 1000000
+  save_last: false
+model:
+  model: {model}
+  optimizer:
+    class_path: torch.optim.AdamW
+    init_args: {{lr: 1.0e-4, weight_decay: 0.0}}
+  max_grad_norm: 1.0
+data:
+  train_files: {data}
+  prompt_template: "{{prompt}}"
+  prompts_per_step: 16
+  num_generations: 8
+  max_new_tokens: 16
+  max_prompt_length: 32
+  temperature: 1.0
+  rewards: _bench_task.leading_int
+  seed_per_prompt: {per_prompt}
+"""
+
+
+def rlvr_config(model: str, data: str, *, steps: int, logs: str | Path, clock: str | Path, ranks: int = 1,
+                per_prompt: bool = False) -> str:
+    """The ``rlvr fit`` YAML of the work: ``steps`` optimizer steps on ``ranks`` CPU processes (FSDP2 over gloo
+    when more than one), a CSV log under ``logs``, a :class:`StepClock` writing to ``clock``, no checkpoints;
+    ``per_prompt``: each prompt seeded on its own (rollouts then do not depend on the number of ranks)."""
+    strategy = "" if ranks == 1 else (
+        "  strategy:\n    class_path: lightning.pytorch.strategies.ModelParallelStrategy\n"
+        f"    init_args: {{data_parallel_size: {ranks}, tensor_parallel_size: 1}}\n")
+    return _RLVR_CONFIG.format(devices=ranks, strategy=strategy, steps=steps, logs=logs, clock=clock, model=model,
+                               data=data, per_prompt=str(per_prompt).lower())
+
+
 def leading_int(completions: list[str], answers: list[str], **kwargs: Any) -> list[float]:
     """1.0 when the completion's leading integer equals the answer, else 0.0 (TRL's reward in the same work)."""
     out = []

@@ -30,41 +30,6 @@ TARGET = 0.8
 SETUP = ("python3 -m venv {venv} && {venv}/bin/pip install torch==2.13.0 && {venv}/bin/pip install trl==1.16.0"
          "   (the CPU build of torch first; trl brings transformers, accelerate and datasets)")
 
-RLVR_CONFIG = """\
-seed_everything: 0
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_steps: {steps}
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger:
-    class_path: lightning.pytorch.loggers.CSVLogger
-    init_args: {{save_dir: {logs}, name: rlvr}}
-  callbacks:
-    - class_path: _bench_task.StepClock
-      init_args: {{path: {clock}}}
-checkpoint:
-  every_n_train_steps: 1000000
-  save_last: false
-model:
-  model: {model}
-  optimizer:
-    class_path: torch.optim.AdamW
-    init_args: {{lr: 1.0e-4, weight_decay: 0.0}}
-  max_grad_norm: 1.0
-data:
-  train_files: {data}
-  prompt_template: "{{prompt}}"
-  prompts_per_step: 16
-  num_generations: 8
-  max_new_tokens: 16
-  max_prompt_length: 32
-  temperature: 1.0
-  rewards: _bench_task.leading_int
-"""
-
-
 def _trl_python(arg: str | None) -> str | None:
     """TRL's interpreter if it exists and imports trl, else None."""
     py = arg or os.environ.get("RLVR_TRL_PYTHON") or str(REPO / ".venv-trl" / "bin" / "python")
@@ -102,9 +67,11 @@ def run_trl(py: str, work: Path, model: str, data: str, args: argparse.Namespace
 def run_rlvr(work: Path, model: str, data: str, args: argparse.Namespace, i: int) -> dict:
     import csv
 
+    from _bench_task import rlvr_config
+
     clock, logs = work / f"rlvr-{i}.json", work / f"rlvr-{i}"
     cfg = work / f"rlvr-{i}.yaml"
-    cfg.write_text(RLVR_CONFIG.format(steps=args.steps, logs=logs, clock=clock, model=model, data=data))
+    cfg.write_text(rlvr_config(model, data, steps=args.steps, logs=logs, clock=clock))
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
                PYTHONPATH=os.pathsep.join([str(BENCH), str(REPO), os.environ.get("PYTHONPATH", "")]))
     _run([sys.executable, "-m", "rlvr_lightning.cli", "fit", "--config", str(cfg)], env, work / f"rlvr-{i}.log")
