@@ -8,6 +8,8 @@ rows, then one ``batch_decode``. Each case is a full rollout (generation, decodi
 - ``one seed``: the default (one seed per step, the prompt's KV cache shared by its samples);
 - ``seed per prompt``: ``data.seed_per_prompt`` (every prompt drawn from its own generator, same single call);
 - ``prefill not shared``: ``HFEngine(share_prompt_prefill=False)``, one seed;
+- ``2 calls of 64``: ``HFEngine(batch_size=64, share_prompt_prefill=False)``, one seed (the engine's defaults
+  before it made one call per rollout);
 - ``prompt by prompt``: one ``generate`` call per prompt, as seeded prompts were generated before they shared a
   batch.
 
@@ -78,6 +80,7 @@ def main() -> int:
         "one seed": _datamodule(model_dir, data, HFEngine(), False),
         "seed per prompt": _datamodule(model_dir, data, HFEngine(), True),
         "prefill not shared": _datamodule(model_dir, data, HFEngine(share_prompt_prefill=False), False),
+        "2 calls of 64": _datamodule(model_dir, data, HFEngine(batch_size=64, share_prompt_prefill=False), False),
         "prompt by prompt": _datamodule(model_dir, data, PromptByPrompt(), True),
     }
     for dm in cases.values():
