@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 export OMP_NUM_THREADS = 1
 
-.PHONY: install test test-vllm demo bench study-data study-model study
+.PHONY: install test test-vllm demo bench bench-step study-data study-model study
 install:
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
@@ -33,6 +33,13 @@ bench:
 	$(PY) benchmarks/logprob_entropy.py
 	$(PY) benchmarks/linear_logprobs.py  # ~9 min on one shared CPU core (the float64 reference is most of it)
 	$(PY) benchmarks/prompt_tokenization.py
+
+# The rollout, FSDP2 and TRL step benchmarks (docs/performance.md); TRL runs from .venv-trl (or $$RLVR_TRL_PYTHON):
+#   python3 -m venv .venv-trl && .venv-trl/bin/pip install torch==2.13.0 && .venv-trl/bin/pip install trl==1.16.0
+bench-step:
+	$(PY) benchmarks/hf_rollout.py
+	$(PY) benchmarks/fsdp2_step.py
+	$(PY) benchmarks/trl_step.py
 
 # The study task (rlvr_lightning/study_task.py): regenerate its shipped data, and warm up its model (cached: skipped
 # when runs/study-model was made with the same settings and data).

@@ -41,6 +41,7 @@ from rlvr_lightning.parallel import shard_models
 from rlvr_lightning.scoring import micro_batches, old_logprobs, score_batch, sequence_logprobs
 from rlvr_lightning.seeding import resolve_seed, seeded_rng
 from rlvr_lightning.step_log import step_logs
+from rlvr_lightning.token_selection import mini_batch_selection
 
 
 class RLVRModule(LightningModule):
@@ -222,13 +223,12 @@ class RLVRModule(LightningModule):
         timings["time/old_logprobs"] = time.perf_counter() - t0
 
         tis = Loss.tis_weights(old_logp, batch.rollout_logprobs, self.hparams.tis_cap)
-
         t0 = time.perf_counter()
         hp = self.hparams
         order = mini_batches(len(batch), ppo_epochs=hp.ppo_epochs, num_mini_batches=hp.num_mini_batches,
                              shuffle=hp.shuffle_mini_batches, seed=self.seed * 1_000_003 + self.rollout_step)
-        updates = lambda: [self._update(batch, mb, old_logp, advantages, ref_logp, tis, measured_entropy)  # noqa: E731
-                           for mb in order]
+        args = (old_logp, advantages, ref_logp, tis, measured_entropy)
+        updates = lambda: [self._update(batch, mb, *args, i == 0) for i, mb in enumerate(order)]  # noqa: E731
         with seeded_rng(self.seed * 1_000_033 + self.rollout_step, self.device):  # dropout: exact on resume
             step_stats, probe_logs = probed_updates(self.policy, batch, advantages, updates,
                                                     every=hp.entropy_probe_every, step=self.rollout_step)
@@ -243,25 +243,25 @@ class RLVRModule(LightningModule):
 
     def _update(
         self, batch: RolloutBatch, mb: Tensor, old_logp: Tensor, advantages: Tensor,
-        ref_logp: Tensor | None, tis: Tensor | None, measured_entropy: float,
+        ref_logp: Tensor | None, tis: Tensor | None, measured_entropy: float, fresh: bool = False,
     ) -> dict[str, Tensor]:
-        """One optimizer step on the mini-batch ``mb`` (indices into ``batch``), accumulated over micro-batches."""
+        """One optimizer step on mini-batch ``mb`` (indices into ``batch``); ``fresh``: no update since ``old_logp``."""
         mask = batch.response_mask
-        # normalizers are global over the mini-batch's micro-batches and ranks
-        norms = self.loss.normalizers(mask[mb], all_reduce=self._global_sum)
-        trainer, hp = self.trainer, self.hparams
-        world = trainer.world_size
+        norms = self.loss.normalizers(mask[mb], all_reduce=self._global_sum)  # global over micro-batches and ranks
+        trainer, hp, world = self.trainer, self.hparams, self.trainer.world_size
         epochs = total_epochs(trainer.max_epochs, trainer.max_steps, self._data().steps_per_epoch,
                               hp.ppo_epochs * hp.num_mini_batches)
         context = dict(step=self.global_step, total_steps=trainer.max_steps, epoch=self._data_epoch,
                        total_epochs=epochs, measured_entropy=measured_entropy)
+        extra = {"ref_logp": ref_logp, "tis": tis, "selection": mini_batch_selection(  # Clip-Cov, KL-Cov over ranks
+            self.loss.reweight, self.policy, batch, mb, old_logp, advantages, fresh=fresh, rank=self.global_rank,
+            context=context, micro_batch_size=hp.micro_batch_size, all_gather=self.all_gather if world > 1 else None)}
         sums: dict[str, Tensor] = {}
         for micro, idx in enumerate(micro_batches(mb, hp.micro_batch_size)):
             m = mask[idx]
             logp, ent = sequence_logprobs(self.policy, batch.select(idx), with_entropy=True, grad=True)
             loss, stats = self.loss(
-                logp, old_logp[idx], advantages[idx], m, ent,
-                ref_logp=None if ref_logp is None else ref_logp[idx], tis=None if tis is None else tis[idx],
+                logp, old_logp[idx], advantages[idx], m, ent, **{k: v[idx] for k, v in extra.items() if v is not None},
                 sample_key=self.global_rank * 65_537 + micro, world_size=world, **norms, **context,
             )
             self.manual_backward(loss)

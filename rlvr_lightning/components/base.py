@@ -116,6 +116,9 @@ class ReweightContext:
             all ranks (``None`` outside training).
         sample_key: differs between the micro-batches of a step and between ranks; random reweightings mix it
             into their seed so that no two micro-batches or ranks draw the same pattern.
+        selection: the tokens a :attr:`Reweight.selects_tokens` reweighting chose over the whole mini-batch (all its
+            micro-batches and ranks, see :mod:`rlvr_lightning.token_selection`), restricted to this context's
+            tokens, bool, shape ``(B, T)``; None: the reweighting selects among this context's tokens.
         progress: fraction of training done, in ``[0, 1]`` (from steps, else epochs; 0 if neither is known).
     """
 
@@ -130,6 +133,7 @@ class ReweightContext:
     total_epochs: int = -1
     measured_entropy: float | None = None
     sample_key: int = 0
+    selection: Tensor | None = None
 
     @property
     def progress(self) -> float:
@@ -167,10 +171,20 @@ class Reweight(Component):
 
     A reweighting that also adds a penalty (KL-Cov) overrides :meth:`extra_loss`, which returns a per-token loss
     ``(B, T)`` built from the differentiable ``logp``; it is aggregated with the main loss.
+
+    A reweighting that picks a fraction of the mini-batch's tokens (Clip-Cov, KL-Cov) sets ``selects_tokens`` and
+    implements :meth:`select`: the training loop then calls it once per mini-batch on every token of it, gathered
+    over micro-batches and ranks, and passes each micro-batch its part as ``ctx.selection``.
     """
+
+    selects_tokens: ClassVar[bool] = False
 
     @abstractmethod
     def __call__(self, ctx: ReweightContext) -> Tensor: ...
+
+    def select(self, ctx: ReweightContext) -> Tensor:
+        """The selected tokens among ``ctx``'s, bool, shape ``(B, T)`` (only when ``selects_tokens``)."""
+        raise NotImplementedError(f"{type(self).__name__} selects no tokens (selects_tokens is False)")
 
     def extra_loss(self, ctx: ReweightContext, logp: Tensor) -> Tensor | None:
         """Optional per-token penalty, shape ``(B, T)``; ``logp`` carries gradients. Default: none."""

@@ -79,6 +79,7 @@ class Loss(nn.Module):
         *,
         ref_logp: Tensor | None = None,
         tis: Tensor | None = None,
+        selection: Tensor | None = None,
         step: int = 0,
         total_steps: int = -1,
         epoch: int = 1,
@@ -101,6 +102,9 @@ class Loss(nn.Module):
                 surprisal, whose expectation is the entropy.
             ref_logp: reference policy log-probs, shape ``(B, T)``; required when ``kl.needs_reference``.
             tis: per-token rollout-correction weights (truncated importance sampling), shape ``(B, T)``.
+            selection: the tokens the reweighting selected over the whole mini-batch (when it ``selects_tokens``:
+                Clip-Cov, KL-Cov), this micro-batch's part, bool, shape ``(B, T)``; None: it selects among these
+                tokens.
             step: optimizer steps taken so far (0-based).
             total_steps: planned optimizer steps (``-1``: unknown).
             epoch: current data epoch (1-based).
@@ -123,7 +127,7 @@ class Loss(nn.Module):
         ctx = ReweightContext(
             advantages=advantages, logp=logp.detach(), old_logp=old_logp, entropy=entropy.detach(), mask=mask,
             step=step, total_steps=total_steps, epoch=epoch, total_epochs=total_epochs,
-            measured_entropy=measured_entropy, sample_key=sample_key,
+            measured_entropy=measured_entropy, sample_key=sample_key, selection=selection,
         )
         loss_tok = loss_tok * self.reweight(ctx)
         extra = self.reweight.extra_loss(ctx, logp)

@@ -213,10 +213,13 @@ class HighEntropyTokens(Reweight):
 class ClipCov(Reweight):
     """Clip-Cov (Cui et al., arXiv 2505.22617): detach a few high-covariance tokens from the gradient.
 
-    Score ``c_it = (A_it - mean A)(logp_it - mean logp)`` over valid tokens; among tokens with
-    ``lower < c_it < upper``, ``max(1, floor(clip_ratio * N_valid))`` drawn at random get weight 0 (no
-    gradient). The draw is a pure function of ``(seed, ctx.step)``. Unlike verl, tokens already clipped by PPO
-    are not excluded from the draw (the reweighting does not see the clip decisions).
+    Score ``c_it = (A_it - mean A)(logp_it - mean logp)`` over the valid tokens of the mini-batch; among tokens
+    with ``lower < c_it < upper``, ``max(1, floor(clip_ratio * N_valid))`` drawn at random get weight 0 (no
+    gradient). In training the selection covers the whole mini-batch, over its micro-batches and data-parallel
+    ranks (:mod:`rlvr_lightning.token_selection`); the draw is a pure function of ``(seed, ctx.step)`` and of the
+    tokens. Called on a context without ``selection`` (a plain loop), it selects among that context's tokens, with a
+    draw that also depends on ``ctx.sample_key``. Unlike verl, tokens already clipped by PPO are not excluded from
+    the draw (the reweighting does not see the clip decisions).
 
     Args:
         clip_ratio: fraction of valid tokens to drop; in ``(0, 1]``.
@@ -224,6 +227,8 @@ class ClipCov(Reweight):
         upper: upper bound of the covariance band; ``> lower``.
         seed: base seed of the draws (None: the run's ``seed_everything``).
     """
+
+    selects_tokens = True
 
     def __init__(
         self, clip_ratio: float = 0.0002, lower: float = 1.0, upper: float = 5.0, seed: int | None = None
@@ -233,20 +238,23 @@ class ClipCov(Reweight):
         self.lower = float(lower)
         self.upper = check_range(name, "upper", upper, low=self.lower, low_open=True)
         self.seed = resolve_seed(seed)
+        self._selected: Tensor | None = None
+
+    def select(self, ctx: ReweightContext) -> Tensor:
+        """The dropped tokens, bool ``(B, T)``, from ``ctx.logp``, ``ctx.advantages`` and ``ctx.mask``."""
+        sel = F.clip_cov_select(ctx.logp, ctx.advantages, ctx.mask, clip_ratio=self.clip_ratio, lower=self.lower,
+                                upper=self.upper, generator=_generator(ctx.mask.device, self.seed, ctx))
+        self._selected = sel.sum() / ctx.mask.sum().clamp(min=1)  # a tensor: no host sync until logged
+        return sel
 
     def __call__(self, ctx: ReweightContext) -> Tensor:
-        """Weights ``(B, T)`` from ``ctx.logp``, ``ctx.advantages`` and ``ctx.mask``, all ``(B, T)``."""
-        g = _generator(ctx.mask.device, self.seed, ctx)
-        w = F.clip_cov_weights(
-            ctx.logp,
-            ctx.advantages,
-            ctx.mask,
-            clip_ratio=self.clip_ratio,
-            lower=self.lower,
-            upper=self.upper,
-            generator=g,
-        )
-        return w.to(ctx.advantages.dtype)
+        """Weights ``(B, T)``: 0 on ``ctx.selection`` (else :meth:`select`) and padding, 1 elsewhere."""
+        sel = self.select(ctx) if ctx.selection is None else ctx.selection
+        w = torch.where(sel, 0.0, 1.0).to(ctx.advantages.dtype)
+        return torch.where(ctx.mask.bool(), w, torch.zeros_like(w))
+
+    def log_values(self) -> dict[str, float]:
+        return {} if self._selected is None else {"cov_selected_frac": float(self._selected)}
 
 
 @Reweight.register("kl_cov")
@@ -254,24 +262,39 @@ class KLCov(Reweight):
     """KL-Cov (Cui et al., arXiv 2505.22617): a KL penalty on the highest-covariance tokens.
 
     Weights are 1 on every valid token; :meth:`extra_loss` adds ``coef * |logp - old_logp|`` on the top
-    ``max(1, floor(k_ratio * N_valid))`` valid tokens by covariance score ``(A - mean A)(logp - mean logp)``,
-    0 elsewhere (verl's ``kl_cov``).
+    ``max(1, floor(k_ratio * N_valid))`` valid tokens of the mini-batch by covariance score
+    ``(A - mean A)(logp - mean logp)``, 0 elsewhere (verl's ``kl_cov``, which ranks within each GPU's batch). In
+    training the ranking covers the whole mini-batch, over its micro-batches and data-parallel ranks
+    (:mod:`rlvr_lightning.token_selection`; ties go to the earlier sequence of the rollout batch, then the earlier
+    position); on a context without ``selection`` it ranks that context's tokens.
 
     Args:
         k_ratio: fraction of valid tokens penalized; in ``(0, 1]``.
         coef: penalty coefficient; ``>= 0``.
     """
 
+    selects_tokens = True
+
     def __init__(self, k_ratio: float = 0.0002, coef: float = 1.0) -> None:
         self.k_ratio = check_range(type(self).__name__, "k_ratio", k_ratio, low=0.0, high=1.0, low_open=True)
         self.coef = check_range(type(self).__name__, "coef", coef, low=0.0)
+        self._selected: Tensor | None = None
 
     def __call__(self, ctx: ReweightContext) -> Tensor:
         """Weights ``(B, T)``: 1 on valid tokens of ``ctx.mask``, 0 on padding."""
         return ctx.mask.to(ctx.advantages.dtype)
 
+    def select(self, ctx: ReweightContext) -> Tensor:
+        """The penalized tokens, bool ``(B, T)``, from ``ctx.logp``, ``ctx.advantages`` and ``ctx.mask``."""
+        sel = F.kl_cov_select(ctx.logp, ctx.advantages, ctx.mask, k_ratio=self.k_ratio)
+        self._selected = sel.sum() / ctx.mask.sum().clamp(min=1)  # a tensor: no host sync until logged
+        return sel
+
     def extra_loss(self, ctx: ReweightContext, logp: Tensor) -> Tensor:
-        """Per-token penalty ``(B, T)`` on the selected tokens; ``logp`` ``(B, T)`` carries gradients."""
-        return F.kl_cov_penalty(
-            logp, ctx.old_logp, ctx.advantages, ctx.mask, k_ratio=self.k_ratio, coef=self.coef
-        )
+        """Per-token penalty ``(B, T)`` on ``ctx.selection`` (else :meth:`select`); ``logp`` ``(B, T)`` carries
+        gradients."""
+        sel = self.select(ctx) if ctx.selection is None else ctx.selection
+        return F.kl_cov_penalty(logp, ctx.old_logp, ctx.advantages, ctx.mask, coef=self.coef, selection=sel)
+
+    def log_values(self) -> dict[str, float]:
+        return {} if self._selected is None else {"cov_selected_frac": float(self._selected)}

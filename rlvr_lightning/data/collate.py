@@ -10,13 +10,34 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from rlvr_lightning.data.prompts import PromptRecord
 from rlvr_lightning.data.types import RolloutBatch, Sample
 
-__all__ = ["assemble_batch", "collate_samples", "unpack_prompts"]
+__all__ = ["assemble_batch", "collate_samples", "pad_rows", "unpack_prompts"]
 
 ScoreFn = Callable[[list[str], list[str], list[str]], tuple[list[float], dict[str, float]]]
+
+
+def pad_rows(rows: Sequence[Sequence[int]], width: int, value: int, *, left: bool) -> tuple[Tensor, Tensor]:
+    """Token rows padded to ``width`` on the left or right, in one vectorized fill.
+
+    Args:
+        rows: n rows of token ids, each at most ``width`` long.
+        width: the padded length.
+        value: the padding id.
+        left: pad on the left (prompts) instead of the right (responses).
+
+    Returns:
+        ``(ids, mask)``: long ids and bool mask (True on real tokens), each shape ``(n, width)``.
+    """
+    lens = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    pos = torch.arange(width)
+    mask = pos >= (width - lens)[:, None] if left else pos < lens[:, None]
+    ids = torch.full((len(rows), width), value, dtype=torch.long)
+    ids[mask] = torch.tensor([t for r in rows for t in r], dtype=torch.long)  # row-major: each row's tokens in order
+    return ids, mask
 
 
 def collate_samples(
@@ -36,24 +57,16 @@ def collate_samples(
         scores: reward of each sample, length B.
         pad_token_id: the id that fills padding.
     """
-    b = len(samples)
-    tp = max(len(prompt_ids[i]) for i in prompt_index)
-    t = max(1, max(len(s.token_ids) for s in samples))
-    p_ids = torch.full((b, tp), pad_token_id, dtype=torch.long)
-    p_mask = torch.zeros((b, tp), dtype=torch.bool)
-    r_ids = torch.full((b, t), pad_token_id, dtype=torch.long)
-    r_mask = torch.zeros((b, t), dtype=torch.bool)
-    with_lp = all(s.logprobs is not None for s in samples)
-    r_lp = torch.zeros((b, t), dtype=torch.float32) if with_lp else None
-    for j, (i, s) in enumerate(zip(prompt_index, samples, strict=True)):
-        p = prompt_ids[i]
-        p_ids[j, tp - len(p) :] = torch.tensor(list(p), dtype=torch.long)
-        p_mask[j, tp - len(p) :] = True
-        n = len(s.token_ids)
-        r_ids[j, :n] = torch.tensor(s.token_ids, dtype=torch.long)
-        r_mask[j, :n] = True
-        if r_lp is not None:
-            r_lp[j, :n] = torch.tensor(s.logprobs, dtype=torch.float32)
+    if len(prompt_index) != len(samples):
+        raise ValueError(f"got {len(prompt_index)} prompt indices for {len(samples)} samples")
+    prompts = [prompt_ids[i] for i in prompt_index]
+    p_ids, p_mask = pad_rows(prompts, max(len(p) for p in prompts), pad_token_id, left=True)
+    r_ids, r_mask = pad_rows([s.token_ids for s in samples], max(1, max(len(s.token_ids) for s in samples)),
+                             pad_token_id, left=False)
+    r_lp = None
+    if all(s.logprobs is not None for s in samples):
+        r_lp = torch.zeros(r_ids.shape, dtype=torch.float32)
+        r_lp[r_mask] = torch.tensor([v for s in samples for v in s.logprobs], dtype=torch.float32)
     return RolloutBatch(
         prompt_ids=p_ids,
         prompt_mask=p_mask,

@@ -111,7 +111,7 @@ class RolloutDataModule(pl.LightningDataModule):
             (:mod:`rlvr_lightning.data.tokenize`); None: no cache.
         seed_per_prompt: give every prompt of a step its own sampling seed, from its position in the step over
             all ranks: rollouts then do not depend on the number of ranks or how prompts are batched (the HF
-            engine then generates prompt by prompt, which is slower).
+            engine draws each prompt's tokens from its own generator in one batched call: no slower).
         rollout_ahead: rollout batches generated ahead of training: 0 (on-policy), 1 (one-step-off: each batch
             after the first is sampled from the weights before the previous batch's updates; ``staleness`` 1),
             k (batch j from the weights of k batches' updates earlier).

@@ -2,7 +2,13 @@
 
 It samples from the trainer's own policy module (no copy of the weights): :meth:`HFEngine.update_weights` keeps a
 reference, and :meth:`HFEngine.generate` runs the model in eval mode under ``torch.no_grad()``, restoring the
-previous train/eval mode afterwards. Sampling is reproducible with ``seed`` and leaves the global RNG untouched.
+previous train/eval mode afterwards.
+
+Sampling draws from explicit ``torch.Generator`` objects, never from the global RNG (left untouched when seeded):
+one generator for a call with one seed, one per prompt with a seed per prompt. All prompts of a call are decoded
+in one batched ``generate`` (``batch_size`` caps the sequences per call, in whole prompt groups); a logits
+processor (:class:`SeededSampler`) draws each prompt's tokens from its own generator, so a prompt's samples do not
+depend on the other prompts of the batch (up to the float rounding of a padded batch, see :meth:`HFEngine.generate`).
 
 Token log-probs (``sampling.logprobs``) are those of the sampling distribution before top-p/top-k truncation:
 ``log_softmax(logits / temperature)`` of the chosen token (temperature 1 when greedy).
@@ -10,16 +16,20 @@ Token log-probs (``sampling.logprobs``) are those of the sampling distribution b
 
 from __future__ import annotations
 
-import contextlib
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from rlvr_lightning.data.collate import pad_rows
 from rlvr_lightning.data.types import Sample, SamplingConfig
 
-__all__ = ["HFEngine"]
+__all__ = ["HFEngine", "SeededSampler"]
+
+RowGroup = tuple[int, int, "torch.Generator | None"]
+"""Rows ``[start, stop)`` of a ``generate`` batch and the generator their tokens are drawn from (None: global)."""
 
 
 def _find_generator(policy: nn.Module) -> nn.Module:
@@ -33,21 +43,83 @@ def _find_generator(policy: nn.Module) -> nn.Module:
     )
 
 
+class SeededSampler:
+    """A ``generate`` logits processor that draws each row's next token with random numbers fixed in advance.
+
+    Before decoding, every row gets ``max_new_tokens`` uniform numbers from its prompt's own ``torch.Generator``
+    (:meth:`draw`); at step ``t`` the processor applies temperature, top-k and top-p (transformers' own warpers, in
+    ``generate``'s order) and picks, by inverse CDF, the token where the row's ``t``-th number falls in the
+    cumulative distribution (float64). It returns scores that are 0 at that token and ``-inf`` elsewhere, so that
+    ``generate`` run with ``do_sample=False`` keeps exactly it. A row's draws so depend on its generator and its
+    own distribution only, never on the other rows or on how many steps the batch runs.
+
+    Args:
+        sampling: temperature (> 0), top-p and top-k of the draw.
+        uniforms: the rows' random numbers in ``[0, 1)``, shape ``(b, max_new_tokens)``.
+        prompt_width: the (padded) prompt length of the batch: step ``t`` sees ``prompt_width + t`` input ids.
+    """
+
+    def __init__(self, sampling: SamplingConfig, uniforms: Tensor, prompt_width: int) -> None:
+        from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        if sampling.temperature <= 0:
+            raise ValueError(f"SeededSampler samples at a temperature > 0, got {sampling.temperature}")
+        self.warpers: list[Any] = []
+        if sampling.temperature != 1.0:
+            self.warpers.append(TemperatureLogitsWarper(float(sampling.temperature)))
+        if sampling.top_k > 0:
+            self.warpers.append(TopKLogitsWarper(int(sampling.top_k)))
+        if sampling.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(float(sampling.top_p)))
+        self.uniforms, self.prompt_width = uniforms, prompt_width
+
+    @staticmethod
+    def draw(groups: Sequence[RowGroup], steps: int, device: torch.device) -> Tensor:
+        """Uniform numbers for ``steps`` tokens of every row, shape ``(rows, steps)``, float64: each group's rows
+        from its own generator, in order (a generator shared by several groups is drawn from in row order)."""
+        parts = [torch.rand(stop - start, steps, generator=gen, dtype=torch.float64, device=device)
+                 for start, stop, gen in groups]
+        return torch.cat(parts)
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        """Scores ``(b, V)`` that select the drawn tokens, from the batch's ``input_ids`` ``(b, L)`` and next-token
+        ``scores`` ``(b, V)``."""
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        t = input_ids.shape[1] - self.prompt_width
+        cdf = torch.softmax(scores.double(), dim=-1).cumsum(dim=-1)
+        total = cdf[:, -1:]
+        # the first token whose cumulative probability exceeds u * total (u < 1: never past the last likely token)
+        target = torch.minimum(self.uniforms[:, t : t + 1] * total, torch.nextafter(total, torch.zeros_like(total)))
+        picked = torch.searchsorted(cdf, target, right=True)
+        return torch.full_like(scores, float("-inf")).scatter_(1, picked, 0.0)
+
+
 class HFEngine:
     """Rollouts with transformers ``generate``: batched, left-padded, KV-cached.
 
     Args:
-        batch_size: sequences per ``generate`` call (the ``n`` copies of each prompt are spread over calls).
+        batch_size: the most sequences per ``generate`` call, rounded up to whole prompt groups (the ``n``
+            samples of a prompt are always generated together); None: every prompt of a rollout in one call
+            (fastest on CPU, where each decoding step costs little more for more rows).
         stop_token_ids: extra token ids that end a response (besides the tokenizer's EOS and the model's
             ``generation_config.eos_token_id``).
+        share_prompt_prefill: run the prompt through the model once per prompt, not once per sample: the KV cache
+            of all its tokens but the last is computed for the P prompts of a call and repeated for their ``n``
+            samples before ``generate`` (which then starts from the last prompt token). Off: ``generate`` encodes
+            every one of the ``P * n`` rows. Needs a model whose cache has ``batch_repeat_interleave`` (else it is
+            not shared).
     """
 
     logprobs_by_default = False  # samples from the trainer's own model: its log-probs are the trainer's
 
-    def __init__(self, batch_size: int = 64, stop_token_ids: list[int] | None = None) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    def __init__(
+        self, batch_size: int | None = None, stop_token_ids: list[int] | None = None, share_prompt_prefill: bool = True
+    ) -> None:
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None (one call for the whole rollout), got {batch_size}")
         self.batch_size = batch_size
+        self.share_prompt_prefill = share_prompt_prefill
         self.stop_token_ids = list(stop_token_ids or [])
         self.model: nn.Module | None = None
         self.eos_token_ids: list[int] = []
@@ -82,14 +154,41 @@ class HFEngine:
     ) -> list[list[Sample]]:
         """``sampling.n`` samples for each prompt (see :class:`~rlvr_lightning.data.types.RolloutEngine`).
 
-        With one seed per prompt, each prompt is generated in calls of its own (``n`` sequences, no padding),
-        seeded with its seed: slower than one batch over all prompts, but independent of the other prompts.
+        With one seed per prompt, each prompt's tokens are drawn from a generator of its own, in the same batched
+        call as the other prompts. Its samples then depend on the other prompts only through the float rounding of
+        the padded batch's logits (about 1e-6 relative): a draw changes only if its random number falls that close
+        to the edge between two tokens.
         """
-        if seed is not None and not isinstance(seed, int):
-            seeds = list(seed)
-            if len(seeds) != len(prompt_token_ids):
-                raise ValueError(f"got {len(seeds)} seeds for {len(prompt_token_ids)} prompts")
-            return [self.generate([p], sampling, seed=int(s))[0] for p, s in zip(prompt_token_ids, seeds)]
+        device = self._check_ready(sampling)
+        prompts = [list(map(int, p)) for p in prompt_token_ids]
+        gens = self._generators(seed, len(prompts), device)
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        model, n = self.model, sampling.n
+        assert model is not None
+        eos = self.eos_token_ids + [
+            e
+            for e in _as_list(getattr(getattr(model, "generation_config", None), "eos_token_id", None))
+            if e not in self.eos_token_ids
+        ]
+        per_call = len(prompts) if self.batch_size is None else max(1, self.batch_size // n)
+        samples: list[Sample] = []
+        was_training = model.training
+        try:
+            model.eval()
+            with torch.no_grad():
+                for first in range(0, len(prompts), per_call):
+                    chunk = range(first, min(first + per_call, len(prompts)))
+                    groups = [(j * n, (j + 1) * n, gens[i]) for j, i in enumerate(chunk)]
+                    samples.extend(self._generate_chunk(model, [prompts[i] for i in chunk], n, device, sampling,
+                                                        eos, groups))
+        finally:
+            model.train(was_training)
+        return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    # -- internals -----------------------------------------------------------------------------------------------
+    def _check_ready(self, sampling: SamplingConfig) -> torch.device:
+        """The model's device; errors for a missing model or tokenizer set-up, or invalid sampling settings."""
         if self.model is None:
             raise RuntimeError("HFEngine has no model: call update_weights(policy) before generate")
         if self.pad_token_id is None:
@@ -98,51 +197,34 @@ class HFEngine:
             raise ValueError(f"sampling.n and sampling.max_new_tokens must be >= 1, got {sampling}")
         if sampling.temperature < 0:
             raise ValueError(f"sampling.temperature must be >= 0, got {sampling.temperature}")
-        model = self.model
-        flat = [list(map(int, p)) for p in prompt_token_ids for _ in range(sampling.n)]
-        if any(len(p) == 0 for p in flat):
-            raise ValueError("every prompt needs at least one token")
-        device = next(model.parameters()).device
-        eos = self.eos_token_ids + [
-            e
-            for e in _as_list(getattr(getattr(model, "generation_config", None), "eos_token_id", None))
-            if e not in self.eos_token_ids
-        ]
-        gen_kwargs = self._generation_kwargs(sampling, eos)
+        return next(self.model.parameters()).device
 
-        samples: list[Sample] = []
-        was_training = model.training
-        fork = (
-            torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-            if seed is not None
-            else contextlib.nullcontext()
-        )
-        try:
-            model.eval()
-            with fork, torch.no_grad():
-                if seed is not None:
-                    torch.manual_seed(seed)
-                for start in range(0, len(flat), self.batch_size):
-                    samples.extend(
-                        self._generate_chunk(
-                            model, flat[start : start + self.batch_size], device, sampling, eos, gen_kwargs
-                        )
-                    )
-        finally:
-            model.train(was_training)
-        return [samples[i * sampling.n : (i + 1) * sampling.n] for i in range(len(prompt_token_ids))]
+    @staticmethod
+    def _generators(
+        seed: int | Sequence[int] | None, num_prompts: int, device: torch.device
+    ) -> list[torch.Generator | None]:
+        """The generator of each prompt: one shared for an int seed, one each for a seed per prompt, None (the
+        global RNG) without a seed."""
+        if seed is None:
+            return [None] * num_prompts
+        if isinstance(seed, int):
+            return [torch.Generator(device=device).manual_seed(seed)] * num_prompts
+        seeds = [int(s) for s in seed]
+        if len(seeds) != num_prompts:
+            raise ValueError(f"got {len(seeds)} seeds for {num_prompts} prompts")
+        return [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
-    # -- internals -----------------------------------------------------------------------------------------------
-    def _generation_kwargs(self, sampling: SamplingConfig, eos: list[int]) -> dict[str, Any]:
-        from transformers import GenerationConfig
+    def _generation_kwargs(
+        self, sampling: SamplingConfig, eos: list[int], groups: Sequence[RowGroup], prompt_width: int, device: Any
+    ) -> dict[str, Any]:
+        from transformers import GenerationConfig, LogitsProcessorList
 
         greedy = sampling.temperature == 0
-        # Every value is explicit: unset (None) fields would be filled from the model's generation_config.
+        # Every value that matters is explicit: unset (None) fields would be filled from the model's
+        # generation_config. SeededSampler samples, so generate itself always picks the highest score (and ignores
+        # temperature, top-p and top-k, left unset).
         config = GenerationConfig(
-            do_sample=not greedy,
-            temperature=1.0 if greedy else float(sampling.temperature),
-            top_p=1.0 if greedy else float(sampling.top_p),
-            top_k=0 if (greedy or sampling.top_k < 0) else int(sampling.top_k),
+            do_sample=False,
             max_new_tokens=int(sampling.max_new_tokens),
             min_new_tokens=0,
             repetition_penalty=1.0,
@@ -153,25 +235,34 @@ class HFEngine:
             return_dict_in_generate=True,
             output_logits=bool(sampling.logprobs),
         )
-        return {"generation_config": config}
+        processors = []
+        if not greedy:
+            uniforms = SeededSampler.draw(groups, int(sampling.max_new_tokens), device)
+            processors.append(SeededSampler(sampling, uniforms, prompt_width))
+        return {"generation_config": config, "logits_processor": LogitsProcessorList(processors)}
 
     def _generate_chunk(
         self,
         model: nn.Module,
         prompts: list[list[int]],
+        n: int,
         device: torch.device,
         sampling: SamplingConfig,
         eos: list[int],
-        gen_kwargs: dict[str, Any],
+        groups: Sequence[RowGroup],
     ) -> list[Sample]:
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            attention_mask[i, width - len(p) :] = 1
+        """``n`` samples of each of ``prompts`` from one ``generate`` call, row ``i * n + j`` sample ``j`` of prompt
+        ``i``."""
+        share = self.share_prompt_prefill and n > 1
+        width = max(2 if share else 1, max(len(p) for p in prompts))  # sharing needs a prefix of >= 1 column
+        ids, mask = pad_rows(prompts, width, self.pad_token_id, left=True)
+        ids, mask = ids.to(device), mask.long().to(device)
+        cache = _prefill(model, ids, mask, n) if share else {}
         out = model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **gen_kwargs
+            input_ids=ids.repeat_interleave(n, dim=0),
+            attention_mask=mask.repeat_interleave(n, dim=0),
+            **cache,
+            **self._generation_kwargs(sampling, eos, groups, width, device),
         )
         new = out.sequences[:, width:]  # (b, steps)
         lp: Tensor | None = None
@@ -191,18 +282,30 @@ class HFEngine:
         first = torch.where(
             has_eos, is_eos.int().argmax(dim=1), torch.full_like(has_eos, new.shape[1], dtype=torch.long)
         )
-        result = []
-        for i in range(new.shape[0]):
-            stop = bool(has_eos[i])
-            length = int(first[i]) + 1 if stop else new.shape[1]
-            result.append(
-                Sample(
-                    token_ids=new[i, :length].tolist(),
-                    logprobs=lp[i, :length].tolist() if lp is not None else None,
-                    finish_reason="stop" if stop else "length",
-                )
+        lengths = torch.where(has_eos, first + 1, torch.full_like(first, new.shape[1])).tolist()
+        rows, lp_rows = new.tolist(), (lp.tolist() if lp is not None else None)  # one conversion, then slices
+        return [
+            Sample(
+                token_ids=rows[i][:n],
+                logprobs=lp_rows[i][:n] if lp_rows is not None else None,
+                finish_reason="stop" if stop else "length",
             )
-        return result
+            for i, (n, stop) in enumerate(zip(lengths, has_eos.tolist()))
+        ]
+
+
+def _prefill(model: nn.Module, ids: Tensor, mask: Tensor, n: int) -> dict[str, Any]:
+    """``generate``'s cache argument holding the KV cache of ``ids[:, :-1]`` (P prompts, shape ``(P, width)``, with
+    ``mask`` ``(P, width)``) repeated ``n`` times per prompt; ``{}`` when the model's cache cannot be repeated."""
+    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate computes them
+    out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids[:, :-1],
+                use_cache=True, logits_to_keep=1)
+    cache = out[key] if key in out else None
+    if not hasattr(cache, "batch_repeat_interleave"):
+        return {}
+    cache.batch_repeat_interleave(n)
+    return {key: cache}
 
 
 def _as_list(x: Any) -> list[int]:

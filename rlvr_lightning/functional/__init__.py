@@ -17,6 +17,7 @@ from rlvr_lightning.functional.kl import KL_KINDS, kl_penalty
 from rlvr_lightning.functional.linear_logits import check_logprobs_and_entropy, linear_logprobs_and_entropy
 from rlvr_lightning.functional.logits import entropy_from_logits, logprobs_and_entropy, logprobs_from_logits
 from rlvr_lightning.functional.reweighting import (
+    clip_cov_select,
     clip_cov_weights,
     covariance_score,
     kl_cov_penalty,
@@ -53,6 +54,7 @@ __all__ = [
     "aggregate",
     "check_logprobs_and_entropy",
     "cispo_surrogate",
+    "clip_cov_select",
     "clip_cov_weights",
     "clipped_surrogate",
     "covariance_score",

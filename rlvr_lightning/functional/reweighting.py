@@ -149,6 +149,55 @@ def top_entropy_mask(entropy: Tensor, mask: Tensor, *, rho: float = 0.2) -> Tens
     return _rank_select(entropy.to(torch.float32), valid, count)
 
 
+def clip_cov_select(
+    logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    clip_ratio: float = 2e-4,
+    lower: float = 1.0,
+    upper: float = 5.0,
+    exclude: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Clip-Cov selection (Cui et al. 2025, arXiv 2505.22617; verl's ``clip_cov`` loss): a few random tokens of
+    the covariance band.
+
+    Candidates are valid tokens with covariance score strictly inside ``(lower, upper)`` (see
+    :func:`covariance_score`), minus ``exclude`` (verl excludes tokens already clipped by PPO). Among them
+    :math:`\\max(1, \\lfloor \\text{clip\\_ratio}\\cdot N_{valid} \\rfloor)` are drawn uniformly at random: one
+    uniform key per position of ``logp`` (row-major, from ``generator``), the candidates with the largest keys win.
+
+    Args:
+        logp: current log-probs, shape ``(B, T)`` (used detached).
+        advantages: per-token advantages, shape ``(B, T)``.
+        mask: True on real response tokens, shape ``(B, T)``.
+        clip_ratio: fraction of the valid tokens to select, ``> 0``.
+        lower: lower bound of the covariance band.
+        upper: upper bound of the covariance band.
+        exclude: optional bool ``(B, T)`` of tokens never selected.
+        generator: random generator for the draw.
+
+    Returns:
+        Bool selection, shape ``(B, T)``.
+
+    Example:
+        >>> logp, adv = torch.tensor([[-1.0, -3.0, -2.0]]), torch.tensor([[3.0, -3.0, 0.0]])
+        >>> clip_cov_select(logp, adv, torch.ones(1, 3, dtype=torch.bool), clip_ratio=0.5).sum()
+        tensor(1)
+    """
+    if not clip_ratio > 0:
+        raise ValueError(f"clip_ratio must be > 0, got {clip_ratio}")
+    valid = mask.bool()
+    cov = covariance_score(logp.detach(), advantages.detach(), valid)
+    cand = valid & (cov > lower) & (cov < upper)
+    if exclude is not None:
+        cand = cand & ~exclude.bool()
+    count = torch.clamp(torch.floor(valid.sum() * clip_ratio), min=1)
+    keys = torch.rand(cov.shape, generator=generator, device=cov.device)
+    return _rank_select(keys, cand, count)
+
+
 def clip_cov_weights(
     logp: Tensor,
     advantages: Tensor,
@@ -160,13 +209,7 @@ def clip_cov_weights(
     exclude: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Clip-Cov weights (Cui et al. 2025, arXiv 2505.22617; verl's ``clip_cov`` loss): 0 on a few random
-    tokens.
-
-    Candidates are valid tokens with covariance score strictly inside ``(lower, upper)`` (see
-    :func:`covariance_score`), minus ``exclude`` (verl excludes tokens already clipped by PPO). Among them
-    :math:`\\max(1, \\lfloor \\text{clip\\_ratio}\\cdot N_{valid} \\rfloor)` are drawn uniformly at random and
-    get weight 0, i.e. no gradient.
+    """Clip-Cov weights: 0 on the tokens of :func:`clip_cov_select` (no gradient) and on padding, 1 elsewhere.
 
     Args:
         logp: current log-probs, shape ``(B, T)`` (used detached).
@@ -188,18 +231,10 @@ def clip_cov_weights(
         >>> w.sum()
         tensor(2.)
     """
-    if not clip_ratio > 0:
-        raise ValueError(f"clip_ratio must be > 0, got {clip_ratio}")
-    valid = mask.bool()
-    cov = covariance_score(logp.detach(), advantages.detach(), valid)
-    cand = valid & (cov > lower) & (cov < upper)
-    if exclude is not None:
-        cand = cand & ~exclude.bool()
-    count = torch.clamp(torch.floor(valid.sum() * clip_ratio), min=1)
-    keys = torch.rand(cov.shape, generator=generator, device=cov.device)
-    drop = _rank_select(keys, cand, count)
+    drop = clip_cov_select(logp, advantages, mask, clip_ratio=clip_ratio, lower=lower, upper=upper,
+                           exclude=exclude, generator=generator)
     w = torch.where(drop, 0.0, 1.0).to(advantages.dtype)
-    return torch.where(valid, w, torch.zeros_like(w))
+    return torch.where(mask.bool(), w, torch.zeros_like(w))
 
 
 def kl_cov_select(logp: Tensor, advantages: Tensor, mask: Tensor, *, k_ratio: float = 2e-4) -> Tensor:
@@ -240,9 +275,10 @@ def kl_cov_penalty(
     *,
     k_ratio: float = 2e-4,
     coef: float = 1.0,
+    selection: Tensor | None = None,
 ) -> Tensor:
     """KL-Cov penalty :math:`\\text{coef}\\,|\\log\\pi - \\log\\pi_{old}|` on the tokens of
-    :func:`kl_cov_select`.
+    :func:`kl_cov_select` (or of ``selection``).
 
     Add it to the per-token policy loss before aggregation (verl's ``kl_cov`` adds it to the unclipped
     :math:`-rA`, with ``ppo_kl_coef = 1``). Differentiable in ``logp``.
@@ -254,6 +290,8 @@ def kl_cov_penalty(
         mask: True on real response tokens, shape ``(B, T)``.
         k_ratio: fraction of valid tokens penalized.
         coef: penalty coefficient.
+        selection: bool ``(B, T)`` of the penalized tokens, chosen beforehand (e.g. over a whole mini-batch,
+            across micro-batches and ranks); None: ``kl_cov_select`` of these tokens.
 
     Returns:
         Per-token penalty, shape ``(B, T)``, 0 off the selection.
@@ -265,6 +303,6 @@ def kl_cov_penalty(
         >>> kl_cov_penalty(logp, old, adv, mask, k_ratio=0.4)
         tensor([[0.5000, 0.0000, 0.0000]])
     """
-    sel = kl_cov_select(logp, advantages, mask, k_ratio=k_ratio)
+    sel = kl_cov_select(logp, advantages, mask, k_ratio=k_ratio) if selection is None else selection.bool()
     pen = coef * (logp - old_logp).abs()
     return torch.where(sel, pen, torch.zeros_like(pen))

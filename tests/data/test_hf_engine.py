@@ -126,3 +126,81 @@ def test_per_prompt_seeds_make_samples_independent_of_the_other_prompts(tiny_mod
     assert [[s.token_ids for s in g] for g in together] == [[s.token_ids for s in g] for g in apart]
     other = engine.generate(prompts, sampling, seed=[12, 22, 33])
     assert [s.token_ids for s in other[1]] == [s.token_ids for s in together[1]]
+
+
+def _warped_probs(logits, temperature, top_k, top_p):
+    """Reference in float64: softmax(logits / T) restricted to the top-k, then to the smallest top-p nucleus."""
+    p = torch.softmax(logits.double() / temperature, -1)
+    order = torch.argsort(p, descending=True)
+    keep = torch.zeros_like(p, dtype=torch.bool)
+    mass = 0.0
+    for rank, i in enumerate(order.tolist()):
+        if (top_k > 0 and rank >= top_k) or mass >= top_p:
+            break
+        keep[i] = True
+        mass += float(p[i])
+    p = torch.where(keep, p, torch.zeros_like(p))
+    return p / p.sum()
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, -1, 1.0), (0.7, 3, 1.0), (1.3, -1, 0.8)])
+def test_seeded_sampler_draws_the_warped_distribution(temperature, top_k, top_p):
+    """Evenly spaced numbers u = (i + 0.5) / N through the inverse CDF give every token exactly its probability's
+    share of the N rows (to 1/N): the sampler draws from softmax(logits / T) truncated by top-k and top-p."""
+    from rlvr_lightning.data.hf_engine import SeededSampler
+
+    logits = torch.tensor([2.0, 0.5, -1.0, 1.5, 0.0, -3.0])
+    rows = 4000
+    uniforms = ((torch.arange(rows, dtype=torch.float64) + 0.5) / rows)[:, None]
+    sampler = SeededSampler(SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p), uniforms, 1)
+    out = sampler(torch.zeros(rows, 1, dtype=torch.long), logits.expand(rows, -1).clone())
+    assert ((out == 0).sum(-1) == 1).all() and torch.isinf(out).sum() == rows * (logits.numel() - 1)
+    freq = torch.bincount(out.argmax(-1), minlength=logits.numel()).double() / rows
+    torch.testing.assert_close(freq, _warped_probs(logits, temperature, top_k, top_p), atol=1.0 / rows, rtol=0)
+
+
+def test_seeded_sampler_rows_use_their_own_numbers_at_each_step():
+    """Step t of a row reads its t-th number: the same row gives the same token whatever the other rows hold."""
+    from rlvr_lightning.data.hf_engine import SeededSampler
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 9, generator=gen)
+    uniforms = torch.rand(3, 4, generator=gen, dtype=torch.float64)
+    sampler = SeededSampler(SamplingConfig(), uniforms, prompt_width=5)
+    at_step2 = sampler(torch.zeros(3, 7, dtype=torch.long), logits.clone()).argmax(-1)
+    other = logits.clone()
+    other[1:] = torch.randn(2, 9, generator=gen)
+    assert at_step2[0] == sampler(torch.zeros(3, 7, dtype=torch.long), other).argmax(-1)[0]
+    cdf = torch.softmax(logits[0].double(), -1).cumsum(-1)
+    assert int(at_step2[0]) == int((cdf <= uniforms[0, 2] * cdf[-1]).sum())
+
+
+def test_per_prompt_samples_do_not_depend_on_batch_size(tiny_model, tokenizer):
+    """One call for all prompts, or one prompt per call (batch_size rounds up to a whole group): same samples."""
+    sampling = SamplingConfig(n=3, temperature=1.0, max_new_tokens=6)
+    out = {}
+    for bs in (None, 2):
+        eng = HFEngine(batch_size=bs)
+        eng.setup(tokenizer)
+        eng.update_weights(tiny_model)
+        out[bs] = [[s.token_ids for s in g] for g in eng.generate(prompts(tokenizer), sampling, seed=[5, 6, 7])]
+    assert out[None] == out[2]
+    with pytest.raises(ValueError, match="batch_size must be >= 1 or None"):
+        HFEngine(batch_size=0)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_shared_prompt_prefill_gives_the_unshared_samples(tiny_model, tokenizer, temperature):
+    """The prompt's KV cache computed once and repeated for its n samples: the same tokens and log-probs as
+    encoding every sample's prompt (a 1-token prompt included)."""
+    ps = prompts(tokenizer) + [tokenizer("7")["input_ids"][:1]]
+    sampling = SamplingConfig(n=3, temperature=temperature, max_new_tokens=8, logprobs=True)
+    out = {}
+    for share in (True, False):
+        eng = HFEngine(share_prompt_prefill=share)
+        eng.setup(tokenizer)
+        eng.update_weights(tiny_model)
+        out[share] = [s for g in eng.generate(ps, sampling, seed=[1, 2, 3, 4]) for s in g]
+    assert [s.token_ids for s in out[True]] == [s.token_ids for s in out[False]]
+    for a, b in zip(out[True], out[False]):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from rlvr_lightning.components import Reweight, ReweightContext
+from rlvr_lightning.components import ClipCov, KLCov, Reweight, ReweightContext
 from rlvr_lightning.data import HFEngine
 from rlvr_lightning.data.collate import collate_samples
 from rlvr_lightning.data.types import RolloutBatch, Sample, SamplingConfig
@@ -38,6 +38,40 @@ class CountingReweight(Reweight):
         type(self).calls += 1
         w = torch.where(ctx.advantages > 0, self.factor, 1.0)
         return w * ctx.mask
+
+
+class _RecordSelection:
+    """Appends every mini-batch-wide selection to ``{record}.{rank}`` as a JSON line: the optimizer step, the number
+    N of tokens of the mini-batch (over all ranks) and the selected tokens' places in (sequence, position) order."""
+
+    record: str | None
+
+    def select(self, ctx: ReweightContext) -> torch.Tensor:
+        import json
+
+        sel = super().select(ctx)  # type: ignore[misc]
+        if self.record and ctx.selection is None and ctx.logp.shape[0] == 1:  # the whole mini-batch as one row
+            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+            with open(f"{self.record}.{rank}", "a") as fh:
+                fh.write(json.dumps([ctx.step, ctx.mask.shape[1], sel[0].nonzero().flatten().tolist()]) + "\n")
+        return sel
+
+
+class RecordingClipCov(_RecordSelection, ClipCov):
+    """ClipCov that records its selections (see ``_RecordSelection``)."""
+
+    def __init__(self, clip_ratio: float = 0.0002, lower: float = 1.0, upper: float = 5.0,
+                 record: str | None = None) -> None:
+        super().__init__(clip_ratio=clip_ratio, lower=lower, upper=upper)
+        self.record = record
+
+
+class RecordingKLCov(_RecordSelection, KLCov):
+    """KLCov that records its selections (see ``_RecordSelection``)."""
+
+    def __init__(self, k_ratio: float = 0.0002, coef: float = 1.0, record: str | None = None) -> None:
+        super().__init__(k_ratio=k_ratio, coef=coef)
+        self.record = record
 
 
 class ShiftedLogprobEngine(HFEngine):
