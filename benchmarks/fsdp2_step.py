@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from _bench_task import prepare, rlvr_config  # noqa: E402
 def _fit(work: Path, name: str, ranks: int, model: str, data: str, args: argparse.Namespace) -> list[dict]:
     """Run ``rlvr fit`` on ``ranks`` processes; per rank: median step seconds and peak RSS (MiB)."""
     clock, logs = work / f"{name}.json", work / name
+    shutil.rmtree(logs, ignore_errors=True)  # a CSV log of an earlier invocation would be read instead
     cfg = work / f"{name}.yaml"
     cfg.write_text(rlvr_config(model, data, steps=args.steps, logs=logs, clock=clock, ranks=ranks, per_prompt=True))
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),

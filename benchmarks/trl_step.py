@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -70,6 +71,7 @@ def run_rlvr(work: Path, model: str, data: str, args: argparse.Namespace, i: int
     from _bench_task import rlvr_config
 
     clock, logs = work / f"rlvr-{i}.json", work / f"rlvr-{i}"
+    shutil.rmtree(logs, ignore_errors=True)  # a CSV log of an earlier invocation would be read instead
     cfg = work / f"rlvr-{i}.yaml"
     cfg.write_text(rlvr_config(model, data, steps=args.steps, logs=logs, clock=clock))
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
