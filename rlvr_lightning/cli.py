@@ -104,6 +104,15 @@ class RLVRCLI(LightningCLI):
                           f"{config.get('model.model')!r}: the engine starts from the former and gets the policy's "
                           "weights after each update; leave the engine's model unset to use the policy's path")
 
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Any:
+        """The trainer, with a :class:`RolloutProgressBar` when the bar is on and none is configured."""
+        given = config.get("callbacks") or []
+        given = given if isinstance(given, list) else [given]
+        if config.get("enable_progress_bar") is not False and not any(
+                isinstance(c, ProgressBar) for c in [*given, *callbacks]):
+            callbacks = [*callbacks, RolloutProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
+
 
 def prefer_command_line_sources(argv: list[str]) -> list[str]:
     """``argv`` where each ``--data.train_files`` (``train_dataset``, ``val_files``, ``val_dataset``) is followed by
@@ -122,16 +131,6 @@ def prefer_command_line_sources(argv: list[str]) -> list[str]:
         out.extend([*argv[i:i + take], f"--data.{_SOURCE_PAIRS[key]}=null"])
         i += take
     return out
-
-
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Any:
-        """The trainer, with a :class:`RolloutProgressBar` when the bar is on and none is configured."""
-        given = config.get("callbacks") or []
-        given = given if isinstance(given, list) else [given]
-        if config.get("enable_progress_bar") is not False and not any(
-                isinstance(c, ProgressBar) for c in [*given, *callbacks]):
-            callbacks = [*callbacks, RolloutProgressBar()]
-        return super()._instantiate_trainer(config, callbacks)
 
 
 def resolve_log_dirs(config: Any) -> None:
