@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlvr_lightning.data.prompts import load_saved_split
+
 __all__ = ["BENCHMARKS", "DAPO_INSTRUCTION", "Benchmark", "last_boxed", "load_rows", "prepare", "write_jsonl"]
 
 DAPO_INSTRUCTION = (
@@ -111,13 +113,8 @@ def load_rows(source: str, split: str, subset: str | None = None) -> list[tuple[
             builder = "parquet" if ext == ".parquet" else "json"
             ds = datasets.load_dataset(builder, data_files=source, split="train")
             split = "file"
-        elif os.path.isdir(source) and any(os.path.exists(os.path.join(source, f)) for f in
-                                           ("dataset_info.json", "dataset_dict.json", "state.json")):
-            ds = datasets.load_from_disk(source)
-            if isinstance(ds, datasets.DatasetDict):
-                if split not in ds:
-                    raise ValueError(f"it has no split {split!r}; splits: {sorted(ds)}")
-                ds = ds[split]
+        elif (saved := load_saved_split(source, split)) is not None:
+            ds = saved
         else:
             ds = datasets.load_dataset(source, subset, split=split)
     except Exception as err:  # noqa: BLE001 - datasets raises many types; the message names the source

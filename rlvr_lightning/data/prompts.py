@@ -160,20 +160,27 @@ def _read_parquet(path: str, select: RowSelector | None = None) -> list[tuple[st
 _READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet}
 
 
+def load_saved_split(path: str, split: str) -> Any | None:
+    """The ``split`` of a ``save_to_disk`` folder at ``path`` (a whole saved Dataset is returned as it is); None when
+    ``path`` is no such folder. Raises :class:`PromptFormatError` naming the splits when ``split`` is missing."""
+    if not (os.path.isdir(path) and any(os.path.exists(os.path.join(path, f))
+                                        for f in ("dataset_info.json", "dataset_dict.json", "state.json"))):
+        return None
+    import datasets
+
+    ds = datasets.load_from_disk(path)
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise PromptFormatError(f"dataset {path!r} has no split {split!r}; splits: {sorted(ds)}")
+        ds = ds[split]
+    return ds
+
+
 def _read_dataset(dataset: str, split: str, select: RowSelector | None = None) -> list[tuple[str, Any]]:
     import datasets
 
-    if os.path.isdir(dataset) and (
-        os.path.exists(os.path.join(dataset, "dataset_info.json"))
-        or os.path.exists(os.path.join(dataset, "dataset_dict.json"))
-        or os.path.exists(os.path.join(dataset, "state.json"))
-    ):
-        ds = datasets.load_from_disk(dataset)
-        if isinstance(ds, datasets.DatasetDict):
-            if split not in ds:
-                raise PromptFormatError(f"dataset {dataset!r} has no split {split!r}; splits: {sorted(ds)}")
-            ds = ds[split]
-    else:
+    ds = load_saved_split(dataset, split)
+    if ds is None:
         ds = datasets.load_dataset(dataset, split=split)
     label = f"dataset {os.path.basename(os.path.normpath(dataset))}[{split}]"
     if select is None:
