@@ -33,6 +33,8 @@ bench:
 	$(PY) benchmarks/logprob_entropy.py
 	$(PY) benchmarks/linear_logprobs.py  # ~9 min on one shared CPU core (the float64 reference is most of it)
 	$(PY) benchmarks/prompt_tokenization.py
+	$(PY) benchmarks/hidden_vs_logits.py  # ~6-9 min on one shared CPU core
+	$(PY) benchmarks/padding_free.py
 
 # The rollout, FSDP2 and TRL step benchmarks (docs/performance.md); TRL runs from .venv-trl (or $$RLVR_TRL_PYTHON):
 #   python3 -m venv .venv-trl && .venv-trl/bin/pip install torch==2.13.0 && .venv-trl/bin/pip install trl==1.16.0

@@ -2,7 +2,9 @@
 
 A rollout batch of P / W * G sequences per rank (P prompts over W ranks, G responses each) is passed over
 ``ppo_epochs`` times; each pass is shuffled (seeded) and cut into ``num_mini_batches`` equal mini-batches, one
-optimizer step each; a mini-batch is cut into micro-batches for gradient accumulation.
+optimizer step each; a mini-batch is cut into micro-batches for gradient accumulation: ``micro_batch_size``
+sequences at a time in mini-batch order, or by a token budget (``micro_batch_tokens``) over the sequences sorted by
+length, so that each micro-batch holds sequences of similar length and little padding is computed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import Tensor
 def check_update_settings(
     ppo_epochs: int, num_mini_batches: int, micro_batch_size: int | None, max_grad_norm: float | None,
     tis_cap: float | None, max_consecutive_nonfinite: int, entropy_probe_every: int = 0,
+    micro_batch_tokens: int | None = None,
 ) -> None:
     """Refuse update settings that cannot work (``RLVRModule``'s arguments of the same names).
 
@@ -30,6 +33,8 @@ def check_update_settings(
         raise ValueError(f"model.entropy_probe_every must be >= 0 (0: off), got {entropy_probe_every}")
     if micro_batch_size is not None and micro_batch_size < 1:
         raise ValueError(f"model.micro_batch_size must be >= 1 or null, got {micro_batch_size}")
+    if micro_batch_tokens is not None and micro_batch_tokens < 1:
+        raise ValueError(f"model.micro_batch_tokens must be >= 1 or null, got {micro_batch_tokens}")
     if max_grad_norm is not None and max_grad_norm <= 0:
         raise ValueError(f"model.max_grad_norm must be > 0 or null, got {max_grad_norm}")
     if tis_cap is not None and tis_cap < 1:
@@ -98,3 +103,59 @@ def total_epochs(max_epochs: int | None, max_steps: int, steps_per_epoch: int, u
     if max_steps > 0 and steps_per_epoch:
         ends.append(max(1, -(-max_steps // (updates_per_step * steps_per_epoch))))
     return min(ends) if ends else -1
+
+
+def micro_batches(
+    index: Tensor, size: int | None, *, tokens: int | None = None, prompt_lengths: Tensor | None = None,
+    response_lengths: Tensor | None = None,
+) -> list[Tensor]:
+    """The micro-batches of the mini-batch ``index`` (shape ``(n,)``), each an index tensor into the rollout batch.
+
+    Without ``tokens``: ``index`` cut into chunks of ``size`` (None: one chunk), in order. With ``tokens``: the
+    sequences sorted by real length (prompt + response, longest first; ties keep their order) and packed greedily
+    so that each micro-batch's padded size, ``count * (longest prompt + longest response)``, stays within
+    ``tokens`` (a longer sequence gets a micro-batch of its own) and its count within ``size`` when that is set.
+
+    Args:
+        index: indices of the mini-batch's sequences, shape ``(n,)``.
+        size: most sequences per micro-batch (None: no limit).
+        tokens: most padded tokens per micro-batch (None: cut by ``size`` alone).
+        prompt_lengths: real prompt tokens of every sequence of the rollout batch, shape ``(B,)``.
+        response_lengths: real response tokens of every sequence of the rollout batch, shape ``(B,)``.
+    """
+    if tokens is None:
+        return list(index.split(size or max(len(index), 1)))
+    p = prompt_lengths[index].tolist()
+    r = response_lengths[index].tolist()
+    order = sorted(range(len(index)), key=lambda i: -(p[i] + r[i]))  # stable: ties keep mini-batch order
+    groups: list[list[int]] = []
+    longest = (0, 0)
+    for i in order:
+        wider = (max(longest[0], p[i]), max(longest[1], r[i]))
+        if groups and (len(groups[-1]) + 1) * sum(wider) <= tokens and len(groups[-1]) < (size or len(index)):
+            groups[-1].append(i)
+            longest = wider
+        else:
+            groups.append([i])
+            longest = (p[i], r[i])
+    return [index[torch.tensor(g, dtype=torch.long)] for g in groups]
+
+
+def padded_tokens(groups: list[Tensor], prompt_lengths: Tensor, response_lengths: Tensor) -> int:
+    """Tokens a forward computes over ``groups`` (micro-batch index tensors) when each is padded to its longest
+    prompt and longest response: ``sum count * (max prompt + max response)``. Lengths have shape ``(B,)``."""
+    return sum(len(g) * int(prompt_lengths[g].max() + response_lengths[g].max()) for g in groups if len(g))
+
+
+def split_to(groups: list[Tensor], count: int) -> list[Tensor]:
+    """``groups`` (micro-batch index tensors) with the largest split in two until there are ``count`` of them, so
+    that every rank runs as many forwards (collectives under FSDP/DDP must pair up). Needs ``count`` <= the total
+    number of sequences."""
+    groups = list(groups)
+    while len(groups) < count:
+        i = max(range(len(groups)), key=lambda j: len(groups[j]))
+        if len(groups[i]) < 2:
+            raise ValueError(f"cannot cut {sum(len(g) for g in groups)} sequences into {count} micro-batches")
+        half = (len(groups[i]) + 1) // 2
+        groups[i:i + 1] = [groups[i][:half], groups[i][half:]]
+    return groups

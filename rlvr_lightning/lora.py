@@ -124,6 +124,10 @@ class AdaptersDisabled(nn.Module):
         self.policy.train(mode)
         return self
 
+    def get_output_embeddings(self) -> nn.Module | None:
+        """The policy's output head (the scoring's hidden-state path swaps it for the call)."""
+        return self.policy.get_output_embeddings()
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         with self.policy.disable_adapter():
             return self.policy(*args, **kwargs)

@@ -3,7 +3,8 @@
 One training step is one rollout batch (see ``docs/architecture.md``)::
 
     batch = next(rollouts)                     # the DataModule (a RolloutSource): generate + score
-    old_logp, H = policy_that_sampled(batch); ref_logp = reference(batch) [KL only]; A = loss.advantages(...)
+    A = loss.advantages(...); old_logp, H = policy_that_sampled(batch) [or the single update's own forward]
+    ref_logp = reference(batch) [KL only]
     for each of the N = ppo_epochs * num_mini_batches mini-batches:
         for each micro-batch: backward(loss(policy(micro-batch), old_logp, A, ...))   # the Loss object
         clip grad norm, optimizer step (skipped if non-finite), lr step
@@ -38,10 +39,11 @@ from rlvr_lightning.models import build_policy, build_reference
 from rlvr_lightning.nonfinite import NonFiniteCounter, NonFiniteLossError, save_nonfinite_checkpoint
 from rlvr_lightning.optim import ConstantWithWarmup
 from rlvr_lightning.parallel import shard_models
-from rlvr_lightning.scoring import micro_batches, old_logprobs, score_batch, sequence_logprobs
+from rlvr_lightning.scoring import Scoring, old_logprobs
 from rlvr_lightning.seeding import resolve_seed, seeded_rng
 from rlvr_lightning.step_log import step_logs
 from rlvr_lightning.token_selection import mini_batch_selection
+from rlvr_lightning.update import OldScores, accumulate_gradients, entropy_split, has_dropout
 
 
 class RLVRModule(LightningModule):
@@ -71,6 +73,13 @@ class RLVRModule(LightningModule):
         ppo_epochs: passes over each rollout batch.
         num_mini_batches: optimizer steps per pass; ``ppo_epochs * num_mini_batches`` is the paper's N.
         micro_batch_size: sequences per forward/backward (gradient accumulation); None: a whole mini-batch.
+        micro_batch_tokens: padded tokens per forward/backward, sequences sorted by length; None: by size alone.
+        logits_path: "hidden": log-probs and entropy from the final hidden states, never the (tokens, V) logits
+            (which "full" builds; models it does not apply to fall back to them).
+        check_logprobs: on every forward, raise unless log-probs <= 0 and entropies lie in [0, log V] (syncs).
+        fuse_old_logprobs: with one update per rollout batch, no dropout, no token selection (Clip-Cov, KL-Cov) and
+            an on-policy batch, take the old log-probs and entropy from the update's own forward (one forward
+            fewer; the reweighting context's ``measured_entropy`` is then None).
         max_grad_norm: gradient-norm clipping threshold (None: no clipping, the norm is still logged).
         tis_cap: truncated importance sampling: when a batch carries the engine's log-probs
             (``data.rollout_logprobs``, on by default with vLLM), each token's loss is weighted by
@@ -106,7 +115,8 @@ class RLVRModule(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         ppo_epochs: int = 1,
         num_mini_batches: int = 1,
-        micro_batch_size: int | None = None,
+        micro_batch_size: int | None = None, micro_batch_tokens: int | None = None,
+        logits_path: str = "hidden", check_logprobs: bool = False, fuse_old_logprobs: bool = True,
         max_grad_norm: float | None = 1.0,
         tis_cap: float | None = 2.0,
         shuffle_mini_batches: bool = True,
@@ -117,20 +127,20 @@ class RLVRModule(LightningModule):
     ) -> None:
         super().__init__()
         check_update_settings(ppo_epochs, num_mini_batches, micro_batch_size, max_grad_norm, tis_cap,
-                              max_consecutive_nonfinite, entropy_probe_every)
+                              max_consecutive_nonfinite, entropy_probe_every, micro_batch_tokens)
         self.save_hyperparameters(ignore=list(COMPONENTS) + ["optimizer", "lr_scheduler", "lora"])
         self.hparams.lora = lora_hparams(lora)  # a plain dict: checkpoints stay loadable with weights_only
         self.automatic_optimization, self.strict_loading = False, lora is None  # LoRA: adapters-only checkpoints
         self.model_path, self.reference_path = model, reference_model or model
         self.seed = resolve_seed(seed)
         self.loss = Loss(advantage, clip, reweight, aggregation, kl, entropy_bonus)
+        self.scoring = Scoring(logits_path, check_logprobs, micro_batch_size, micro_batch_tokens, self._max_over_ranks)
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.policy: nn.Module | None = None
         # the frozen reference stays out of the module tree: neither saved (twice the size) nor wrapped by DDP
         self._frozen: list[nn.Module] = []
         self.rollout_step = 0  # rollout batches consumed; saved in checkpoints
-        self.entropy_stats = TokenEntropy()  # synced across ranks on compute()
-        self.entropy_dynamics = EntropyDynamics()
+        self.entropy_stats, self.entropy_dynamics = TokenEntropy(), EntropyDynamics()  # synced on compute()
         self.nonfinite = NonFiniteCounter(max_consecutive_nonfinite)
         self.eval_metrics = nn.ModuleDict()  # EvalMetrics per evaluation set, made on its first batch
         self.last_eval: dict[str, dict[str, Any]] = {}  # per set: the last validation's metrics and samples
@@ -200,9 +210,6 @@ class RLVRModule(LightningModule):
         self._data().sync_weights(self.policy)
         return time.perf_counter() - t0
 
-    def _score(self, model: nn.Module, batch: RolloutBatch, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
-        return score_batch(model, batch, with_entropy=with_entropy, micro_batch_size=self.hparams.micro_batch_size)
-
     # ------------------------------------------------------------------ the step
     def training_step(self, dataloader_iter: Iterator[tuple[RolloutBatch, int, int]]) -> None:
         t_step = time.perf_counter()
@@ -213,62 +220,59 @@ class RLVRModule(LightningModule):
         timings = {k: v for k, v in batch.info.items() if k.startswith("time/")}
 
         t0 = time.perf_counter()
-        old_logp, entropy = old_logprobs(self.policy, batch, self._data().prefetched(), self.hparams.micro_batch_size)
-        ref_logp = self._score(self.reference, batch, False)[0] if self.loss.needs_reference else None
         advantages = self.loss.advantages(batch.scores, batch.group_ids, mask)
-        self.entropy_stats.update(entropy, mask, advantages)
-        entropy_split = self.entropy_stats.compute()
-        self.entropy_stats.reset()
-        measured_entropy = float(entropy_split["all"])  # the same on every rank: it drives stateful components
+        # old log-probs: carried by the batch, scored now (eval mode), or taken from the single update's own forward
+        scores = old_logprobs(self.scoring, self.policy, batch, self._data().prefetched(), defer=self._fusable())
+        old = OldScores.from_forward(mask) if scores is None else OldScores(*scores)
+        ref_logp = self.scoring.score(self.reference, batch)[0] if self.loss.needs_reference else None
+        split = None if scores is None else entropy_split(self.entropy_stats, old.entropy, mask, advantages)
         timings["time/old_logprobs"] = time.perf_counter() - t0
 
-        tis = Loss.tis_weights(old_logp, batch.rollout_logprobs, self.hparams.tis_cap)
         t0 = time.perf_counter()
         hp = self.hparams
         order = mini_batches(len(batch), ppo_epochs=hp.ppo_epochs, num_mini_batches=hp.num_mini_batches,
                              shuffle=hp.shuffle_mini_batches, seed=self.seed * 1_000_003 + self.rollout_step)
-        args = (old_logp, advantages, ref_logp, tis, measured_entropy)
-        updates = lambda: [self._update(batch, mb, *args, i == 0) for i, mb in enumerate(order)]  # noqa: E731
+        measured = None if split is None else float(split["all"])  # the same on every rank
+        updates = lambda: [self._update(batch, mb, old, advantages, ref_logp, measured, i == 0)  # noqa: E731
+                           for i, mb in enumerate(order)]
         with seeded_rng(self.seed * 1_000_033 + self.rollout_step, self.device):  # dropout: exact on resume
             step_stats, probe_logs = probed_updates(self.policy, batch, advantages, updates,
                                                     every=hp.entropy_probe_every, step=self.rollout_step)
         timings["time/update"] = time.perf_counter() - t0
 
+        split = split if split is not None else entropy_split(self.entropy_stats, old.entropy, mask, advantages)
         used = self.loss.log_values()  # the values this step's updates used
-        self.loss.update(measured_entropy)
+        self.loss.update(float(split["all"]))  # it drives stateful components (PAR's lambda, adaptive entropy)
         timings["time/weight_sync"] = self._sync_weights()
         self.rollout_step += 1
         timings["time/step"] = time.perf_counter() - t_step
-        self._log_step(batch, old_logp, advantages, entropy_split, step_stats, timings, used, probe_logs)
+        self._log_step(batch, old.logp, advantages, split, step_stats, timings, used, probe_logs)
+
+    def _fusable(self) -> bool:
+        """Whether the old log-probs of an on-policy batch may come from the update's own forward: one update per
+        rollout batch, no dropout (the forward is then the sampling policy's), no token selection before it."""
+        hp = self.hparams
+        return (hp.fuse_old_logprobs and hp.ppo_epochs * hp.num_mini_batches == 1
+                and not self.loss.reweight.selects_tokens and not has_dropout(self.policy))
 
     def _update(
-        self, batch: RolloutBatch, mb: Tensor, old_logp: Tensor, advantages: Tensor,
-        ref_logp: Tensor | None, tis: Tensor | None, measured_entropy: float, fresh: bool = False,
+        self, batch: RolloutBatch, mb: Tensor, old: OldScores, advantages: Tensor, ref_logp: Tensor | None,
+        measured_entropy: float | None, fresh: bool = False,
     ) -> dict[str, Tensor]:
-        """One optimizer step on mini-batch ``mb`` (indices into ``batch``); ``fresh``: no update since ``old_logp``."""
-        mask = batch.response_mask
-        norms = self.loss.normalizers(mask[mb], all_reduce=self._global_sum)  # global over micro-batches and ranks
+        """One optimizer step on mini-batch ``mb`` (indices into ``batch``); ``fresh``: no update since ``old``."""
+        norms = self.loss.normalizers(batch.response_mask[mb], all_reduce=self._global_sum)  # global: micro, ranks
         trainer, hp, world = self.trainer, self.hparams, self.trainer.world_size
         epochs = total_epochs(trainer.max_epochs, trainer.max_steps, self._data().steps_per_epoch,
                               hp.ppo_epochs * hp.num_mini_batches)
         context = dict(step=self.global_step, total_steps=trainer.max_steps, epoch=self._data_epoch,
                        total_epochs=epochs, measured_entropy=measured_entropy)
-        extra = {"ref_logp": ref_logp, "tis": tis, "selection": mini_batch_selection(  # Clip-Cov, KL-Cov over ranks
-            self.loss.reweight, self.policy, batch, mb, old_logp, advantages, fresh=fresh, rank=self.global_rank,
-            context=context, micro_batch_size=hp.micro_batch_size, all_gather=self.all_gather if world > 1 else None)}
-        sums: dict[str, Tensor] = {}
-        for micro, idx in enumerate(micro_batches(mb, hp.micro_batch_size)):
-            m = mask[idx]
-            logp, ent = sequence_logprobs(self.policy, batch.select(idx), with_entropy=True, grad=True)
-            loss, stats = self.loss(
-                logp, old_logp[idx], advantages[idx], m, ent, **{k: v[idx] for k, v in extra.items() if v is not None},
-                sample_key=self.global_rank * 65_537 + micro, world_size=world, **norms, **context,
-            )
-            self.manual_backward(loss)
-            share = m.sum() / norms["num_tokens"]  # this micro-batch's share of the mini-batch's tokens
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0) + v.detach().float() * share
-            sums["loss"] = sums.get("loss", 0) + loss.detach() / world
+        selection = mini_batch_selection(  # Clip-Cov, KL-Cov: over the whole mini-batch and all ranks
+            self.loss.reweight, self.policy, batch, mb, old.logp, advantages, fresh=fresh, rank=self.global_rank,
+            context=context, scoring=self.scoring, all_gather=self.all_gather if world > 1 else None)
+        sums = accumulate_gradients(
+            self.policy, self.loss, self.scoring, batch, mb, old, advantages, ref_logp=ref_logp, tis_cap=hp.tis_cap,
+            norms=norms, context=context, backward=self.manual_backward, world_size=world, rank=self.global_rank,
+            selection=selection)
         return self._optimizer_step(sums)
 
     def _optimizer_step(self, sums: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -295,6 +299,11 @@ class RLVRModule(LightningModule):
         if self._trainer is None or self.trainer.world_size == 1:
             return x
         return self.trainer.strategy.reduce(x.clone(), reduce_op="sum")
+
+    def _max_over_ranks(self, n: int) -> int:
+        if self._trainer is None or self.trainer.world_size == 1:
+            return n
+        return int(self.all_gather(torch.tensor(n, device=self.device)).max())
 
     def _log_step(
         self, batch: RolloutBatch, old_logp: Tensor, advantages: Tensor, entropy_split: dict[str, Tensor],
@@ -327,7 +336,7 @@ class RLVRModule(LightningModule):
         dm = self._data()
         es: EvalSet = dm.eval_sets[batch["set"]]
         rollout = dm.eval_rollout(batch, batch_idx).to(self.device)  # sampled at the set's temperature
-        logp, entropy = self._score(self.policy, rollout, with_entropy=True)
+        logp, entropy = self.scoring.score(self.policy, rollout)
         if es.name not in self.eval_metrics:
             self.eval_metrics[es.name] = EvalMetrics.for_set(
                 es, correct_threshold=self.hparams.correct_threshold).to(self.device)

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from rlvr_lightning.components.base import Reweight, ReweightContext
 from rlvr_lightning.data.types import RolloutBatch
-from rlvr_lightning.scoring import score_batch
+from rlvr_lightning.scoring import Scoring
 
 __all__ = ["mini_batch_selection", "select_tokens"]
 
@@ -43,7 +43,7 @@ _POSITIONS = 1 << 32  # token key = sequence index * _POSITIONS + position
 
 def mini_batch_selection(
     reweight: Reweight, policy: nn.Module, batch: RolloutBatch, mb: Tensor, old_logp: Tensor, advantages: Tensor,
-    *, fresh: bool, micro_batch_size: int | None, all_gather: AllGather | None, rank: int, context: dict[str, Any],
+    *, fresh: bool, scoring: Scoring, all_gather: AllGather | None, rank: int, context: dict[str, Any],
 ) -> Tensor | None:
     """The tokens ``reweight`` selects over the whole mini-batch, this rank's part; None if it selects none.
 
@@ -55,7 +55,7 @@ def mini_batch_selection(
         old_logp: log-probs under the sampling policy, shape ``(B, T)``.
         advantages: per-token advantages, shape ``(B, T)``.
         fresh: the policy still has the weights that computed ``old_logp`` (no update since).
-        micro_batch_size: sequences per forward of the extra scoring pass (None: the whole mini-batch).
+        scoring: how the extra scoring pass runs (:meth:`Scoring.score`: logits path, micro-batches).
         all_gather: gathers over data-parallel ranks (None: one rank).
         rank: this rank's index among the W data-parallel ranks (every rank holds B sequences).
         context: the update's step context (``step``, ``total_steps``, ``epoch`` ...), for the reweighting.
@@ -68,7 +68,7 @@ def mini_batch_selection(
     if fresh:
         logp = old_logp[mb]
     else:
-        logp, _ = score_batch(policy, batch.select(mb), with_entropy=False, micro_batch_size=micro_batch_size)
+        logp = scoring.score(policy, batch.select(mb))[0]
     sel = select_tokens(reweight, logp, advantages[mb], batch.response_mask[mb], old_logp[mb],
                         mb + rank * len(batch), all_gather=all_gather, rank=rank, context=context)
     out = torch.zeros_like(batch.response_mask, dtype=torch.bool)

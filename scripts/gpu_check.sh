@@ -59,7 +59,7 @@ python -m rlvr_lightning.cli fit --config configs/smoke.yaml \
   --trainer.max_steps 8 --trainer.logger.init_args.save_dir "$OUT" --trainer.logger.init_args.name fit \
   --checkpoint.every_n_train_steps 1000 \
   --model.model "$OUT/model" --model.fsdp_param_dtype bfloat16 --model.gradient_checkpointing true \
-  --model.micro_batch_size 16 \
+  --model.micro_batch_size 16 --model.check_logprobs false \
   --data.prompts_per_step 32 --data.num_generations 8 --data.max_new_tokens 64 --data.engine rlvr_lightning.data.HFEngine --data.engine.batch_size 256 \
   --data.rewards rlvr_lightning.rewards.ExactMatchReward
 summarize "$OUT/fit"

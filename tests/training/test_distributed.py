@@ -31,16 +31,21 @@ def single(tmp_path_factory):
 
 
 @pytest.mark.parametrize("setup", [
-    ["--config", "configs/smoke_fsdp2.yaml"],
+    ["--config", "configs/smoke_fsdp2.yaml", "--model.logits_path", "hidden", "--model.check_logprobs", "true"],
+    ["--config", "configs/smoke_fsdp2.yaml", "--model.logits_path", "full", "--model.micro_batch_tokens", "40"],
     ["--config", "configs/smoke.yaml", "--trainer.devices", "2", "--trainer.strategy", "ddp",
      "--data.seed_per_prompt", "true"],
-], ids=["fsdp2", "ddp"])
+], ids=["fsdp2-hidden", "fsdp2-full-logits-token-budget", "ddp"])
 def test_two_processes_match_one(single, tmp_path, setup):
+    """The 1-process run scores through hidden states (the default); under FSDP2 the hidden path (the head's weight
+    gathered inside the root forward) and full logits with token-budget micro-batches (every rank cutting as many
+    as the rank that needs the most) give its weights."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(REPO)]))
     cmd = [sys.executable, "-m", "rlvr_lightning.cli", "fit", *setup, "--data.rewards", "toy_training.digit_reward",
            "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", "two"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "does not apply" not in proc.stderr  # no fall-back from the hidden-state path to full logits
 
     one, two = _metrics(single), _metrics(tmp_path)
     assert len(one) == len(two) == 3

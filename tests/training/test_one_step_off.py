@@ -16,7 +16,7 @@ from toy_training import REPO, fit, state
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from rlvr_lightning.data.types import RolloutBatch
-from rlvr_lightning.scoring import old_logprobs
+from rlvr_lightning.scoring import Scoring, old_logprobs
 
 
 def rows(tmp_path, name: str) -> list[dict[str, float]]:
@@ -135,7 +135,7 @@ def naive_logprobs(policy: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor
 def test_old_logprobs_are_those_of_the_weights_that_sampled_the_batch():
     policy = tiny_policy()
     now, ahead = rollout_batch(0), rollout_batch(1)
-    logp, entropy = old_logprobs(policy, now, [ahead], micro_batch_size=3)
+    logp, entropy = old_logprobs(Scoring(micro_batch_size=3), policy, now, [ahead])
     mask = now.response_mask
     torch.testing.assert_close((logp * mask).double(), naive_logprobs(policy, now), rtol=0, atol=1e-6)  # float32 out
     assert entropy.shape == (B, T) and bool((entropy[mask] > 0).all())
@@ -147,11 +147,11 @@ def test_old_logprobs_are_those_of_the_weights_that_sampled_the_batch():
         for p in policy.parameters():
             p.add_(0.1)
     ahead.staleness = 1
-    logp_later, _ = old_logprobs(policy, ahead, [], micro_batch_size=None)
+    logp_later, _ = old_logprobs(Scoring(), policy, ahead, [])
     assert torch.equal(logp_later, kept)
     assert float(((naive_logprobs(policy, ahead) - expected) * ahead.response_mask).abs().max()) > 1e-3
 
 
 def test_a_stale_batch_without_its_log_probs_is_refused():
     with pytest.raises(ValueError, match="staleness 1 carries no old_logprobs"):
-        old_logprobs(tiny_policy(), rollout_batch(0, staleness=1), [], micro_batch_size=None)
+        old_logprobs(Scoring(), tiny_policy(), rollout_batch(0, staleness=1), [])

@@ -14,7 +14,7 @@ from rlvr_lightning.components import ClipCov, KLCov, Reweight, ReweightContext
 from rlvr_lightning.data import HFEngine
 from rlvr_lightning.data.collate import collate_samples
 from rlvr_lightning.data.types import RolloutBatch, Sample, SamplingConfig
-from rlvr_lightning.scoring import score_batch
+from rlvr_lightning.scoring import Scoring
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = str(REPO / "configs" / "smoke.yaml")
@@ -134,4 +134,4 @@ def random_batch(seed: int = 0, n: int = 6) -> RolloutBatch:
 
 def response_logprobs(model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
     """The log-probs of the batch's real response tokens under ``model`` (eval mode, no gradients), flattened."""
-    return score_batch(model, batch, with_entropy=False, micro_batch_size=None)[0][batch.response_mask]
+    return Scoring().score(model, batch)[0][batch.response_mask]
