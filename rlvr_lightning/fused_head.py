@@ -20,7 +20,7 @@ from __future__ import annotations
 import warnings
 import weakref
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -81,7 +81,7 @@ def _swapped_head(head: nn.Linear, labels: Tensor, temperature: float, produced:
 
 def head_logprobs(
     model: nn.Module, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, labels: Tensor,
-    *, temperature: float = 1.0,
+    *, temperature: float = 1.0, **model_kwargs: Any,
 ) -> tuple[Tensor, Tensor] | None:
     """Log-prob and entropy of each label under ``model`` through the hidden-state path, or None where it does not
     apply (then score with full logits; the reason is remembered, :func:`hidden_path_unsupported`).
@@ -93,6 +93,8 @@ def head_logprobs(
         position_ids: positions, shape ``(B, L)``.
         labels: the response tokens, shape ``(B, T)``.
         temperature: the logits are divided by it (the sampling temperature).
+        model_kwargs: more arguments of the forward (default ``use_cache=False``), e.g. a KV cache of the columns
+            before ``input_ids`` (``attention_mask`` then covers both).
 
     Returns:
         ``(logp, entropy)``, float32 (float64 for a float64 model), each shape ``(B, T)``; or None.
@@ -107,7 +109,7 @@ def head_logprobs(
     produced: list[Tensor | None] = []
     with _swapped_head(head, labels, temperature, produced):
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                    use_cache=False, logits_to_keep=labels.shape[1] + 1)
+                    logits_to_keep=labels.shape[1] + 1, **{"use_cache": False, **model_kwargs})
     logits = getattr(out, "logits", None)
     if len(produced) != 1 or produced[0] is None or logits is not produced[0]:
         _unsupported(model, "its forward does not return its output head's result unchanged as the logits, e.g. "

@@ -17,6 +17,7 @@ Everything works offline from a local path. Remote code runs only with ``trust_r
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from collections.abc import Iterator
@@ -160,6 +161,15 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> PreTrainedT
             raise ValueError(f"tokenizer at {location!r} has neither a pad token nor an EOS token")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The name of the KV cache among ``model``'s forward arguments and outputs: ``cache`` in recent transformers,
+    ``past_key_values`` before. For a wrapper (PEFT's, :class:`~rlvr_lightning.lora.AdaptersDisabled`) its base
+    model decides."""
+    inner = getattr(model, "policy", model)  # AdaptersDisabled wraps the LoRA policy
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:

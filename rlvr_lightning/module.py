@@ -77,6 +77,8 @@ class RLVRModule(LightningModule):
         logits_path: "hidden": log-probs and entropy from the final hidden states, never the (tokens, V) logits
             (which "full" builds; models it does not apply to fall back to them).
         check_logprobs: on every forward, raise unless log-probs <= 0 and entropies lie in [0, log V] (syncs).
+        share_prompt_prefix: in every forward, run each distinct prompt (but its last token) once for the rows that
+            share it (a group's responses) and reuse its KV cache: (G - 1) / G of the prompt tokens' compute saved.
         fuse_old_logprobs: with one update per rollout batch, no dropout, no token selection (Clip-Cov, KL-Cov) and
             an on-policy batch, take the old log-probs and entropy from the update's own forward (one forward
             fewer; the reweighting context's ``measured_entropy`` is then None).
@@ -117,6 +119,7 @@ class RLVRModule(LightningModule):
         num_mini_batches: int = 1,
         micro_batch_size: int | None = None, micro_batch_tokens: int | None = None,
         logits_path: str = "hidden", check_logprobs: bool = False, fuse_old_logprobs: bool = True,
+        share_prompt_prefix: bool = True,
         max_grad_norm: float | None = 1.0,
         tis_cap: float | None = 2.0,
         shuffle_mini_batches: bool = True,
@@ -134,7 +137,8 @@ class RLVRModule(LightningModule):
         self.model_path, self.reference_path = model, reference_model or model
         self.seed = resolve_seed(seed)
         self.loss = Loss(advantage, clip, reweight, aggregation, kl, entropy_bonus)
-        self.scoring = Scoring(logits_path, check_logprobs, micro_batch_size, micro_batch_tokens, self._max_over_ranks)
+        self.scoring = Scoring(logits_path, check_logprobs, micro_batch_size, micro_batch_tokens, self._max_over_ranks,
+                               share_prompt_prefix)
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.policy: nn.Module | None = None
         # the frozen reference stays out of the module tree: neither saved (twice the size) nor wrapped by DDP

@@ -16,7 +16,7 @@ those weights.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +25,7 @@ from rlvr_lightning import functional as F
 from rlvr_lightning.batching import micro_batches, split_to
 from rlvr_lightning.data.types import RolloutBatch
 from rlvr_lightning.fused_head import head_logprobs
+from rlvr_lightning.models import cache_argument
 
 LOGITS_PATHS = ("hidden", "full")
 
@@ -44,9 +45,75 @@ def trimmed(batch: RolloutBatch) -> RolloutBatch:
     return replace(batch, **kw)
 
 
+def prefix_cache(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, width: int
+                 ) -> dict[str, Any] | None:
+    """``{name: cache}`` (the forward's keyword, :func:`cache_argument`): the KV cache of every row's first ``width``
+    columns, computed once per distinct prefix and indexed out to the rows (differentiably: each prefix gets the
+    sum of its rows' gradients); None when no two rows share their prefix, ``width < 1``, or the model gives no
+    cache with ``batch_select_indices`` (or checkpoints activations in train mode, which turns the cache off), or
+    is sharded by FSDP2 and gradients are on: the prefix forward's layers reach the loss only through the cache,
+    which FSDP2's pre-backward hooks do not see, so their parameters would still be sharded in the backward. The
+    inputs have shape ``(B, L)``; a row's prefix is its ids and mask."""
+    checkpointing = getattr(model, "is_activation_checkpointing", None)  # transformers >= 5 (older: the other name)
+    if checkpointing is None:
+        checkpointing = getattr(model, "is_gradient_checkpointing", False)
+    if width < 1 or (model.training and checkpointing) or (torch.is_grad_enabled() and _fsdp_sharded(model)):
+        return None
+    prefix = torch.cat([input_ids[:, :width], attention_mask[:, :width].long()], dim=1)
+    distinct, rows = torch.unique(prefix, dim=0, return_inverse=True)
+    if len(distinct) == len(prefix):
+        return None
+    n = len(prefix)
+    first = torch.full((len(distinct),), n, device=prefix.device).scatter_reduce_(
+        0, rows, torch.arange(n, device=prefix.device), "amin")  # each distinct prefix's first row
+    out = model(input_ids=input_ids[first, :width], attention_mask=attention_mask[first, :width],
+                position_ids=position_ids[first, :width], use_cache=True, logits_to_keep=1)
+    key = cache_argument(model)
+    cache = out[key] if key in out else None
+    if not hasattr(cache, "batch_select_indices"):
+        return None
+    cache.batch_select_indices(rows)
+    return {key: cache}
+
+
+def _fsdp_sharded(model: nn.Module) -> bool:
+    """Whether FSDP2 (``fully_shard``) manages ``model`` or one of its submodules."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch without FSDP2
+        return False
+    return any(isinstance(m, FSDPModule) for m in model.modules())
+
+
+def _forward(model: nn.Module, part: RolloutBatch, temperature: float, logits_path: str, share_prefix: bool
+             ) -> tuple[Tensor, Tensor]:
+    """Log-probs and entropy of ``part``'s response tokens (shape ``(B, T)``): the model's forward over prompt +
+    response, or, with ``share_prefix``, over each distinct prompt but its last token once (:func:`prefix_cache`)
+    and then over the last prompt token and the response of every row."""
+    input_ids, attention_mask, position_ids = part.model_inputs()
+    labels = part.response_ids
+    keep = labels.shape[1] + 1  # the last prompt token predicts the first response token
+
+    def inputs() -> dict[str, Any]:
+        cache = prefix_cache(model, input_ids, attention_mask, position_ids, input_ids.shape[1] - keep) \
+            if share_prefix else None
+        if cache is None:
+            return dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                        use_cache=False)
+        return dict(input_ids=input_ids[:, -keep:], attention_mask=attention_mask,
+                    position_ids=position_ids[:, -keep:], use_cache=True, **cache)
+
+    if logits_path == "hidden":
+        out = head_logprobs(model, labels=labels, temperature=temperature, **inputs())
+        if out is not None:
+            return out
+    logits = model(**inputs(), logits_to_keep=keep).logits[:, -keep:-1]  # a fresh cache: forwards append to theirs
+    return F.logprobs_and_entropy(logits, labels, temperature=temperature)
+
+
 def sequence_logprobs(
     model: nn.Module, batch: RolloutBatch, *, grad: bool, with_entropy: bool = True, logits_path: str = "hidden",
-    check: bool = False,
+    check: bool = False, share_prefix: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probs and entropy (else None) of the response tokens under ``model``, each shape ``(B, T)`` (0 on the
     padding beyond the batch's longest response).
@@ -59,21 +126,15 @@ def sequence_logprobs(
         logits_path: ``"hidden"`` (from hidden states, no logits; full logits where it does not apply) or ``"full"``.
         check: raise ``ValueError`` unless every log-prob is <= 0 and every entropy within ``[0, log V]`` on the
             response tokens (:func:`rlvr_lightning.functional.check_logprobs_and_entropy`; syncs the host).
+        share_prefix: run each distinct prompt (but its last token) through the model once for all the rows that
+            share it (a group's G responses) and reuse its KV cache: the same numbers (to float rounding) with
+            ``(G - 1) / G`` of the prompt tokens' compute saved (:func:`prefix_cache`).
     """
     T = batch.response_ids.shape[1]
     part = trimmed(batch)
-    input_ids, attention_mask, position_ids = part.model_inputs()
-    labels, temperature = part.response_ids, batch.temperature or 1.0
     with torch.set_grad_enabled(grad):
-        out = None
-        if logits_path == "hidden":
-            out = head_logprobs(model, input_ids, attention_mask, position_ids, labels, temperature=temperature)
-        if out is None:
-            t = labels.shape[1]
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                           use_cache=False, logits_to_keep=t + 1).logits[:, -(t + 1):-1]
-            out = F.logprobs_and_entropy(logits, labels, temperature=temperature)
-        logp, entropy = (nn.functional.pad(x, (0, T - labels.shape[1])) for x in out)
+        out = _forward(model, part, batch.temperature or 1.0, logits_path, share_prefix)
+        logp, entropy = (nn.functional.pad(x, (0, T - part.response_ids.shape[1])) for x in out)
     if check:
         F.check_logprobs_and_entropy(logp, entropy, vocab_size=_vocab_size(model), mask=batch.response_mask)
     return logp, entropy if with_entropy else None
@@ -96,6 +157,7 @@ class Scoring:
             ``micro_batch_size`` alone, in order; :func:`rlvr_lightning.batching.micro_batches`).
         max_over_ranks: the largest of an integer over all ranks (None: one process); with
             ``micro_batch_tokens`` every rank then cuts as many micro-batches as the rank that needs the most.
+        share_prefix: compute each distinct prompt's prefix once per forward (:func:`sequence_logprobs`).
     """
 
     logits_path: str = "hidden"
@@ -103,6 +165,7 @@ class Scoring:
     micro_batch_size: int | None = None
     micro_batch_tokens: int | None = None
     max_over_ranks: Callable[[int], int] | None = None
+    share_prefix: bool = False
 
     def __post_init__(self) -> None:
         if self.logits_path not in LOGITS_PATHS:
@@ -118,7 +181,8 @@ class Scoring:
 
     def logprobs(self, model: nn.Module, batch: RolloutBatch, *, grad: bool) -> tuple[Tensor, Tensor]:
         """:func:`sequence_logprobs` of ``batch`` in one forward, shape ``(B, T)`` each."""
-        return sequence_logprobs(model, batch, grad=grad, logits_path=self.logits_path, check=self.check)
+        return sequence_logprobs(model, batch, grad=grad, logits_path=self.logits_path, check=self.check,
+                                 share_prefix=self.share_prefix)
 
     @torch.no_grad()
     def score(self, model: nn.Module, batch: RolloutBatch) -> tuple[Tensor, Tensor]:

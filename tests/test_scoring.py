@@ -169,3 +169,53 @@ def test_scoring_a_batch_by_token_budget_keeps_the_batch_order():
 def test_an_unknown_logits_path_is_refused_by_name():
     with pytest.raises(ValueError, match="model.logits_path must be one of"):
         Scoring(logits_path="fast")
+
+
+def _grouped_batch(vocab: int):
+    """``make_batch`` with the prompts of a GRPO batch: rows 0-2 share row 0's 5-token prompt, rows 3-5 row 4's
+    2-token prompt (left-padded to 5)."""
+    batch = make_batch(vocab)
+    leader = torch.tensor([0, 0, 0, 4, 4, 4])
+    batch.prompt_ids, batch.prompt_mask = batch.prompt_ids[leader], batch.prompt_mask[leader]
+    return batch
+
+
+def _forward_batch_sizes(model) -> list[int]:
+    """The batch size of every forward of ``model``'s decoder from now on."""
+    sizes: list[int] = []
+    model.get_decoder().register_forward_pre_hook(lambda mod, args, kw: sizes.append(len(kw["input_ids"])),
+                                                  with_kwargs=True)
+    return sizes
+
+
+@pytest.mark.parametrize("logits_path", ["hidden", "full"])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_a_shared_prompt_prefix_gives_the_same_logprobs_entropies_and_gradients(logits_path, temperature):
+    """Each distinct prompt (but its last token) runs once, its KV cache indexed out to its rows: log-probs,
+    entropies and every parameter gradient equal the plain forward's and a float64 reference's."""
+    model = _policy(tied=False)
+    batch = _grouped_batch(model.config.vocab_size)
+    batch.temperature = temperature
+    mask = batch.response_mask
+    plain = _value_and_grads(model, lambda m, b: sequence_logprobs(m, b, grad=True, logits_path=logits_path), batch)
+    sizes = _forward_batch_sizes(model)
+    shared = _value_and_grads(model, lambda m, b: sequence_logprobs(m, b, grad=True, logits_path=logits_path,
+                                                                    share_prefix=True), batch)
+    assert sizes == [2, 6]  # the 2 distinct prompts' prefixes, then every row's last prompt token and response
+    exact = _value_and_grads(model.double(), _float64_reference, batch)
+    for i, what in enumerate(("logp", "entropy")):
+        assert _rel(shared[i], plain[i], mask) < 1e-6, what
+        assert _rel(shared[i], exact[i], mask) < 1e-5, what
+    assert _rel(shared[2], plain[2]) < 1e-5
+    assert _rel(shared[2], exact[2]) < 1e-5
+
+
+def test_no_prefix_is_shared_when_every_prompt_differs_or_activations_are_checkpointed():
+    model = _policy()
+    sizes = _forward_batch_sizes(model)
+    batch = make_batch(model.config.vocab_size)  # six different prompts
+    sequence_logprobs(model, batch, grad=False, share_prefix=True)
+    model.gradient_checkpointing_enable()
+    model.train()
+    sequence_logprobs(model, _grouped_batch(model.config.vocab_size), grad=True, share_prefix=True)
+    assert sizes == [6, 6]  # one plain forward each

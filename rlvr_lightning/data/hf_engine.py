@@ -16,7 +16,6 @@ Token log-probs (``sampling.logprobs``) are those of the sampling distribution b
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ from torch import Tensor, nn
 
 from rlvr_lightning.data.collate import pad_rows
 from rlvr_lightning.data.types import Sample, SamplingConfig
+from rlvr_lightning.models import cache_argument
 
 __all__ = ["HFEngine", "SeededSampler"]
 
@@ -297,7 +297,7 @@ class HFEngine:
 def _prefill(model: nn.Module, ids: Tensor, mask: Tensor, n: int) -> dict[str, Any]:
     """``generate``'s cache argument holding the KV cache of ``ids[:, :-1]`` (P prompts, shape ``(P, width)``, with
     ``mask`` ``(P, width)``) repeated ``n`` times per prompt; ``{}`` when the model's cache cannot be repeated."""
-    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    key = cache_argument(model)
     position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate computes them
     out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids[:, :-1],
                 use_cache=True, logits_to_keep=1)
