@@ -99,6 +99,7 @@ model:
     class_path: torch.optim.AdamW
     init_args: {{lr: 1.0e-4, weight_decay: 0.0}}
   max_grad_norm: 1.0
+  share_prompt_prefix: true   # each prompt's prefix once per forward for its 8 samples (off by default)
 data:
   train_files: {data}
   prompt_template: "{{prompt}}"

@@ -78,7 +78,9 @@ class RLVRModule(LightningModule):
             (which "full" builds; models it does not apply to fall back to them).
         check_logprobs: on every forward, raise unless log-probs <= 0 and entropies lie in [0, log V] (syncs).
         share_prompt_prefix: in every forward, run each distinct prompt (but its last token) once for the rows that
-            share it (a group's responses) and reuse its KV cache: (G - 1) / G of the prompt tokens' compute saved.
+            share it (a group's responses) and reuse its KV cache: (G - 1) / G of the prompt tokens' compute saved;
+            log-probs then depend, at float rounding, on which rows share a forward (so on the micro-batch size;
+            a Clip-Cov / KL-Cov token at the selection boundary may change with it).
         fuse_old_logprobs: with one update per rollout batch, no dropout, no token selection (Clip-Cov, KL-Cov) and
             an on-policy batch, take the old log-probs and entropy from the update's own forward (one forward
             fewer; the reweighting context's ``measured_entropy`` is then None).
@@ -119,7 +121,7 @@ class RLVRModule(LightningModule):
         num_mini_batches: int = 1,
         micro_batch_size: int | None = None, micro_batch_tokens: int | None = None,
         logits_path: str = "hidden", check_logprobs: bool = False, fuse_old_logprobs: bool = True,
-        share_prompt_prefix: bool = True,
+        share_prompt_prefix: bool = False,
         max_grad_norm: float | None = 1.0,
         tis_cap: float | None = 2.0,
         shuffle_mini_batches: bool = True,

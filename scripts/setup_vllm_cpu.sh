@@ -19,7 +19,7 @@ PY="${PYTHON:-python3}"
 "$VENV/bin/pip" uninstall -y torchvision torchaudio torchcodec || true
 "$VENV/bin/pip" install -e "$ROOT" --no-deps
 # rlvr-lightning's own dependencies that vLLM does not bring; torch and transformers stay as vLLM pinned them.
-"$VENV/bin/pip" install lightning torchmetrics math-verify "jsonargparse[signatures]" datasets pytest \
+"$VENV/bin/pip" install lightning torchmetrics math-verify "jsonargparse[signatures]" datasets pytest peft \
     --constraint <("$VENV/bin/pip" freeze | grep -iE '^(torch|transformers|tokenizers|numpy)==')
 
 echo "vLLM CPU environment ready: run the vLLM tests with"

@@ -60,6 +60,16 @@ def _rel(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> 
     return float((a - b).abs().max() / b.abs().max())
 
 
+def _assert_matches(got, other, exact, mask, *, other_tol: float, grad_tol: float) -> None:
+    """``(logp, entropy, grad)`` triples: ``got`` within ``other_tol`` (values) / ``grad_tol`` (gradients) of
+    another float32 path, within 1e-5 of the float64 reference ``exact`` (relative)."""
+    for i, what in enumerate(("logp", "entropy")):
+        assert _rel(got[i], other[i], mask) < other_tol, what
+        assert _rel(got[i], exact[i], mask) < 1e-5, what
+    assert _rel(got[2], other[2]) < grad_tol
+    assert _rel(got[2], exact[2]) < 1e-5
+
+
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_hidden_path_matches_full_logits_and_float64(tied, temperature):
@@ -72,11 +82,7 @@ def test_hidden_path_matches_full_logits_and_float64(tied, temperature):
     full = _value_and_grads(model, lambda m, b: sequence_logprobs(m, b, grad=True, logits_path="full"), batch)
     exact = _value_and_grads(model.double(), _float64_reference, batch)
     assert 0.5 < float(exact[1][mask].mean()) < 0.9 * torch.log(torch.tensor(99.0))  # neither peaked nor uniform
-    for i, what in enumerate(("logp", "entropy")):
-        assert _rel(hidden[i], full[i], mask) < 1e-6, what
-        assert _rel(hidden[i], exact[i], mask) < 1e-5, what
-    assert _rel(hidden[2], full[2]) < 1e-6
-    assert _rel(hidden[2], exact[2]) < 1e-5
+    _assert_matches(hidden, full, exact, mask, other_tol=1e-6, grad_tol=1e-6)
 
 
 def test_float64_model_is_scored_in_float64_on_the_hidden_path():
@@ -203,11 +209,7 @@ def test_a_shared_prompt_prefix_gives_the_same_logprobs_entropies_and_gradients(
                                                                     share_prefix=True), batch)
     assert sizes == [2, 6]  # the 2 distinct prompts' prefixes, then every row's last prompt token and response
     exact = _value_and_grads(model.double(), _float64_reference, batch)
-    for i, what in enumerate(("logp", "entropy")):
-        assert _rel(shared[i], plain[i], mask) < 1e-6, what
-        assert _rel(shared[i], exact[i], mask) < 1e-5, what
-    assert _rel(shared[2], plain[2]) < 1e-5
-    assert _rel(shared[2], exact[2]) < 1e-5
+    _assert_matches(shared, plain, exact, mask, other_tol=1e-6, grad_tol=1e-5)
 
 
 def test_no_prefix_is_shared_when_every_prompt_differs_or_activations_are_checkpointed():

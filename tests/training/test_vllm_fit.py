@@ -54,7 +54,7 @@ def model_dir(tmp_path_factory):
     return path
 
 
-def _fit(model_dir: Path, out: Path, engine: str, tp: int) -> list[dict[str, str]]:
+def _fit(model_dir: Path, out: Path, engine: str, tp: int, *extra: str) -> list[dict[str, str]]:
     (out / "stale_engine.py").write_text(_NO_SYNC)
     path = os.pathsep.join([str(out), str(Path(__file__).parent), str(REPO)])
     env = dict(os.environ, OMP_NUM_THREADS="1", VLLM_CPU_KVCACHE_SPACE="1", PYTHONPATH=path)
@@ -64,7 +64,7 @@ def _fit(model_dir: Path, out: Path, engine: str, tp: int) -> list[dict[str, str
            "--data.engine", engine, "--data.engine.model", str(model_dir), "--data.engine.dtype", "float32",
            "--data.engine.enforce_eager", "true", "--data.engine.max_model_len", "64",
            "--data.engine.tensor_parallel_size", str(tp),
-           "--checkpoint.every_n_train_steps", "0", "--trainer.logger.init_args.save_dir", str(out)]
+           "--checkpoint.every_n_train_steps", "0", "--trainer.logger.init_args.save_dir", str(out), *extra]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     rows = list(csv.DictReader(open(next(out.rglob("metrics.csv")))))
@@ -88,3 +88,25 @@ def test_a_stale_engine_shows_as_a_mismatch(model_dir, tmp_path):
     diffs = [float(r["train/rollout_logprob_diff"]) for r in rows]
     assert diffs[0] < SYNCED_TOL, diffs  # step 1 samples before any update: the weights still agree
     assert min(diffs[1:]) > STALE_MIN, diffs
+
+
+def test_a_lora_fit_syncs_merged_weights_into_vllm(model_dir, tmp_path):
+    """LoRA adapters under FSDP2: vLLM receives base + adapters merged after every update, so its log-probs of
+    steps 2 and 3 match the adapted policy's."""
+    pytest.importorskip("peft")
+    rows = _fit(model_dir, tmp_path, "rlvr_lightning.data.vllm_engine.VLLMEngine", 1,
+                "--model.lora.rank", "2", "--model.lora.alpha", "16.0")
+    assert 0 < float(rows[0]["model/trainable_params"]) < 0.05 * float(rows[0]["model/total_params"])
+    diffs = [float(r["train/rollout_logprob_diff"]) for r in rows]
+    assert max(diffs) < SYNCED_TOL, diffs
+
+
+def test_one_step_off_with_vllm_trains_each_batch_against_the_weights_that_sampled_it(model_dir, tmp_path):
+    """``rollout_ahead: 1``: from step 2 on each batch was sampled by vLLM one policy version earlier; the old
+    log-probs the trainer attached when it was generated are those of that version, so they match vLLM's, while
+    the current policy's have moved (the first update's PPO ratio is not 1)."""
+    rows = _fit(model_dir, tmp_path, "rlvr_lightning.data.vllm_engine.VLLMEngine", 1, "--data.rollout_ahead", "1")
+    assert [float(r["train/staleness"]) for r in rows] == [0.0, 1.0, 1.0]
+    diffs = [float(r["train/rollout_logprob_diff"]) for r in rows]
+    assert max(diffs) < SYNCED_TOL, diffs
+    assert min(abs(float(r["train/approx_kl_first"])) for r in rows[1:]) > 1e-4
