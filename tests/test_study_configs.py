@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import os
 from pathlib import Path
 
 import pytest
@@ -17,26 +16,17 @@ CONDITIONS = {"grpo", "positive_only", "negative_only", "clip_higher", "clip_low
               "par_constant", "par_entropy"}
 
 
-@contextlib.contextmanager
-def in_repo():
-    cwd = os.getcwd()
-    os.chdir(REPO)
-    try:
-        yield
-    finally:
-        os.chdir(cwd)
-
-
 def test_there_is_a_study_config_per_condition():
     assert {p.stem for p in STUDY} == CONDITIONS
 
 
 @pytest.mark.parametrize("path", STUDY, ids=[p.stem for p in STUDY])
-def test_study_config_parses_and_names_its_run(path):
+def test_study_config_parses_and_names_its_run(path, monkeypatch):
     from rlvr_lightning.cli import cli_main
 
+    monkeypatch.chdir(REPO)
     out = io.StringIO()
-    with in_repo(), contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
         cli_main(["fit", "--config", str(path), "--print_config"])
     assert exit_info.value.code in (0, None), out.getvalue()
     cfg = yaml.safe_load(out.getvalue())
@@ -46,18 +36,18 @@ def test_study_config_parses_and_names_its_run(path):
 
 
 @pytest.mark.parametrize("name", sorted(CONDITIONS))
-def test_study_config_runs_a_few_steps_with_the_probe(name, tmp_path):
+def test_study_config_runs_a_few_steps_with_the_probe(name, tmp_path, monkeypatch):
     """A random-init model stands in for runs/study-model (rewards are then mostly 0; the plumbing is the point)."""
     from rlvr_lightning.cli import cli_main
 
     cfg = yaml.safe_load((REPO / "configs" / "study" / f"{name}.yaml").read_text())
     n_updates = cfg["model"]["num_mini_batches"] * cfg["model"].get("ppo_epochs", 1)
-    with in_repo():
-        cli_main(["fit", "--config", f"configs/study/{name}.yaml", "--model.model", "assets/tiny-qwen2",
-                  "--model.from_scratch", "true", "--trainer.max_steps", str(2 * n_updates),
-                  "--trainer.logger.init_args.save_dir", str(tmp_path), "--model.entropy_probe_every", "1",
-                  "--data.prompts_per_step", "4", "--seed_everything", "1", "--checkpoint.dirpath",
-                  str(tmp_path / "ckpt")])
+    monkeypatch.chdir(REPO)
+    cli_main(["fit", "--config", f"configs/study/{name}.yaml", "--model.model", "assets/tiny-qwen2",
+              "--model.from_scratch", "true", "--trainer.max_steps", str(2 * n_updates),
+              "--trainer.logger.init_args.save_dir", str(tmp_path), "--model.entropy_probe_every", "1",
+              "--data.prompts_per_step", "4", "--seed_everything", "1", "--checkpoint.dirpath",
+              str(tmp_path / "ckpt")])
     rows = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
     probed = [r for r in rows if r.get("train/entropy_change_measured")]
     assert len(probed) == 2
@@ -69,7 +59,7 @@ def test_study_config_runs_a_few_steps_with_the_probe(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["grpo", "par"])
-def test_demo_config_trains_validates_and_summarizes(name, tmp_path):
+def test_demo_config_trains_validates_and_summarizes(name, tmp_path, monkeypatch):
     """The two demo runs, cut to 2 rollout batches with a validation after each, from a random-init model; the
     summary script reads what they log."""
     import importlib.util
@@ -79,12 +69,12 @@ def test_demo_config_trains_validates_and_summarizes(name, tmp_path):
     cfg = yaml.safe_load((REPO / "configs" / "demo" / f"{name}.yaml").read_text())
     assert cfg["trainer"]["logger"]["init_args"]["name"] == name  # the plot's legend is the run folder's name
     assert cfg["data"]["train_files"] == "assets/study/rl/demo_train.jsonl"
-    with in_repo():
-        cli_main(["fit", "--config", f"configs/demo/{name}.yaml", "--model.model", "assets/tiny-qwen2",
-                  "--model.from_scratch", "true", "--trainer.max_steps", "4", "--trainer.val_check_interval", "1",
-                  "--trainer.check_val_every_n_epoch", "null",
-                  "--trainer.logger.init_args.save_dir", str(tmp_path), "--data.prompts_per_step", "4",
-                  "--checkpoint.dirpath", str(tmp_path / "ckpt")])
+    monkeypatch.chdir(REPO)
+    cli_main(["fit", "--config", f"configs/demo/{name}.yaml", "--model.model", "assets/tiny-qwen2",
+              "--model.from_scratch", "true", "--trainer.max_steps", "4", "--trainer.val_check_interval", "1",
+              "--trainer.check_val_every_n_epoch", "null",
+              "--trainer.logger.init_args.save_dir", str(tmp_path), "--data.prompts_per_step", "4",
+              "--checkpoint.dirpath", str(tmp_path / "ckpt")])
     spec = importlib.util.spec_from_file_location("demo_summary", REPO / "scripts" / "demo_summary.py")
     summary = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(summary)

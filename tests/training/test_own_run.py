@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,16 +24,6 @@ from rlvr_lightning.data import HFEngine
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
 FAST = ["--trainer.max_steps", "2", "--data.prompts_per_step", "4", "--data.num_generations", "2",
         "--data.max_new_tokens", "8", "--model.micro_batch_size", "4", "--trainer.enable_progress_bar", "false"]
-
-
-@contextmanager
-def in_repo():
-    cwd = os.getcwd()
-    os.chdir(REPO)
-    try:
-        yield
-    finally:
-        os.chdir(cwd)
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +48,15 @@ def metrics(save_dir: Path) -> list[dict]:
     return [r for r in rows if r.get("train/reward_mean")]
 
 
-def test_quickstart_with_a_model_folder_and_field_names_of_ones_own(tmp_path, model_dir):
+def test_quickstart_with_a_model_folder_and_field_names_of_ones_own(tmp_path, model_dir, monkeypatch):
+    monkeypatch.chdir(REPO)  # the config names repository paths
     data = tmp_path / "mine.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in problems(10) + problems(3)))  # 3 duplicate prompts
-    with in_repo():
-        cli = cli_main(["fit", "--config", QUICKSTART, "--model.model", str(model_dir), "--data.train_files", str(data),
-                        "--data.prompt_field", "problem", "--data.answer_field", "solution",
-                        "--model.kl", "KL",  # a KL term: the reference is loaded too
-                        "--data.rewards", "toy_training.digit_reward",  # signal for a random model: it learns
-                        "--trainer.logger.init_args.save_dir", str(tmp_path), *FAST])
+    cli = cli_main(["fit", "--config", QUICKSTART, "--model.model", str(model_dir), "--data.train_files", str(data),
+                    "--data.prompt_field", "problem", "--data.answer_field", "solution",
+                    "--model.kl", "KL",  # a KL term: the reference is loaded too
+                    "--data.rewards", "toy_training.digit_reward",  # signal for a random model: it learns
+                    "--trainer.logger.init_args.save_dir", str(tmp_path), *FAST])
     assert len(metrics(tmp_path)) == 2
     model, dm = cli.model, cli.datamodule
     assert model.policy.config._name_or_path == str(model_dir)  # loaded from the folder's weights
@@ -85,7 +73,8 @@ def test_quickstart_with_a_model_folder_and_field_names_of_ones_own(tmp_path, mo
     assert dm.train_prompts[0].answer == "0" and dm.train_prompts[0].fields["id"] == 0
 
 
-def test_a_file_on_the_command_line_replaces_the_dataset_of_the_config(tmp_path, model_dir):
+def test_a_file_on_the_command_line_replaces_the_dataset_of_the_config(tmp_path, model_dir, monkeypatch):
+    monkeypatch.chdir(REPO)  # the config names repository paths
     config = yaml.safe_load(open(QUICKSTART))
     config["data"].update(train_dataset="BytedTsinghua-SIA/DAPO-Math-17k", prompt_field="prompt")
     (tmp_path / "with_dataset.yaml").write_text(yaml.safe_dump(config))
@@ -94,12 +83,11 @@ def test_a_file_on_the_command_line_replaces_the_dataset_of_the_config(tmp_path,
     args = ["fit", "--config", str(tmp_path / "with_dataset.yaml"), "--model.model", str(model_dir),
             "--data.train_files", str(tmp_path / "mine.parquet"), "--data.prompt_field", "q",
             "--data.answer_field", "a", "--trainer.logger.init_args.save_dir", str(tmp_path), *FAST]
-    with in_repo():
-        cli = cli_main(args)
+    cli = cli_main(args)
     assert len(metrics(tmp_path)) == 2 and cli.datamodule.train_source.dataset is None
     assert [r.answer for r in cli.datamodule.train_prompts] == [str(2 * i) for i in range(8)]
-    with in_repo():  # the last source on the command line wins
-        later = cli_main([*args[1:], "--data.train_dataset", "some/dataset"], run=False).datamodule.train_source
+    # the last source on the command line wins
+    later = cli_main([*args[1:], "--data.train_dataset", "some/dataset"], run=False).datamodule.train_source
     assert (later.files, later.dataset) == (None, "some/dataset")
 
 
@@ -112,18 +100,18 @@ def test_prefer_command_line_sources():
     assert prefer_command_line_sources(["--data.train_split", "test"]) == ["--data.train_split", "test"]
 
 
-def test_a_vllm_engine_starts_from_the_policy_path(tmp_path, model_dir):
+def test_a_vllm_engine_starts_from_the_policy_path(tmp_path, model_dir, monkeypatch):
+    monkeypatch.chdir(REPO)  # the config names repository paths
     data = tmp_path / "mine.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in problems(4)))
     base = ["--config", QUICKSTART, "--model.model", str(model_dir), "--data.train_files", str(data),
             "--data.engine", "rlvr_lightning.data.vllm_engine.VLLMEngine"]
-    with in_repo():
-        cli = cli_main(base, run=False)
+    cli = cli_main(base, run=False)
     engine = cli.datamodule.engine
     assert engine.model is None
     cli.datamodule._ensure_ready()  # what the first rollout does: no vLLM started here
     assert engine.model == str(model_dir)
-    with in_repo(), warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cli_main([*base, "--data.engine.model", "/models/other"], run=False)
     assert any("differs from model.model" in str(w.message) for w in caught)
