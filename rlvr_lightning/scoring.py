@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from rlvr_lightning import functional as F
 from rlvr_lightning.batching import micro_batches, split_to
 from rlvr_lightning.data.types import RolloutBatch
-from rlvr_lightning.fused_head import head_logprobs
+from rlvr_lightning.fused_head import head_logprobs, hidden_path_unsupported
 from rlvr_lightning.models import cache_argument
 
 LOGITS_PATHS = ("hidden", "full")
@@ -103,7 +103,7 @@ def _forward(model: nn.Module, part: RolloutBatch, temperature: float, logits_pa
         return dict(input_ids=input_ids[:, -keep:], attention_mask=attention_mask,
                     position_ids=position_ids[:, -keep:], use_cache=True, **cache)
 
-    if logits_path == "hidden":
+    if logits_path == "hidden" and hidden_path_unsupported(model) is None:  # (a known fall-back skips the try)
         out = head_logprobs(model, labels=labels, temperature=temperature, **inputs())
         if out is not None:
             return out

@@ -2,9 +2,10 @@
 
 The old log-probs (and entropies) of a rollout batch are those of the policy that sampled it. With several updates
 per batch they must be scored before the first update (a forward without gradients). With exactly one update
-(``ppo_epochs * num_mini_batches == 1``) and no dropout, the policy of that update's forward *is* the sampling
-policy, so :class:`OldScores` takes them from the update's own forward, detached: one forward fewer per step and
-the same losses and gradients (the ratio is exactly 1 instead of 1 up to float rounding between two forwards).
+(``ppo_epochs * num_mini_batches == 1``) of an on-policy batch, no dropout and no token selection that needs them
+before the update (``RLVRModule._fusable``), the policy of that update's forward *is* the sampling policy, so
+:class:`OldScores` takes them from the update's own forward, detached: one forward fewer per step and the same
+losses and gradients (the ratio is exactly 1 instead of 1 up to float rounding between two forwards).
 """
 
 from __future__ import annotations

@@ -221,3 +221,16 @@ def test_no_prefix_is_shared_when_every_prompt_differs_or_activations_are_checkp
     model.train()
     sequence_logprobs(model, _grouped_batch(model.config.vocab_size), grad=True, share_prefix=True)
     assert sizes == [6, 6]  # one plain forward each
+
+
+def test_a_model_on_full_logits_shares_its_prompt_prefixes_with_one_prefix_forward():
+    """After the fall-back is known, a shared-prefix forward runs each distinct prefix once, then every row."""
+    model = _softcapped_model()
+    batch = _grouped_batch(99)
+    with pytest.warns(UserWarning, match="does not apply"):
+        plain_logp, plain_ent = sequence_logprobs(model, batch, grad=False)
+    sizes = _forward_batch_sizes(model)
+    logp, ent = sequence_logprobs(model, batch, grad=False, share_prefix=True)
+    assert sizes == [2, 6]
+    mask = batch.response_mask
+    assert _rel(logp, plain_logp, mask) < 1e-6 and _rel(ent, plain_ent, mask) < 1e-6
