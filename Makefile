@@ -42,6 +42,7 @@ bench-step:
 	$(PY) benchmarks/hf_rollout.py
 	$(PY) benchmarks/fsdp2_step.py
 	$(PY) benchmarks/trl_step.py
+	$(PY) benchmarks/background_rollouts.py
 
 # The study task (rlvr_lightning/study_task.py): regenerate its shipped data, and warm up its model (cached: skipped
 # when runs/study-model was made with the same settings and data).

@@ -213,7 +213,7 @@ class RLVRModule(LightningModule):
     def _sync_weights(self) -> float:
         """Give the rollout engine the policy's current weights; the seconds it took."""
         t0 = time.perf_counter()
-        self._data().sync_weights(self.policy)
+        self._data().sync_weights(self.policy, score=self.scoring.score)
         return time.perf_counter() - t0
 
     # ------------------------------------------------------------------ the step

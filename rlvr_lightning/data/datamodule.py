@@ -4,7 +4,8 @@ Each ``next`` on the training iterator takes the step's P prompts from a seeded 
 each with the engine (on the policy's current weights), scores them with the reward functions and returns a
 :class:`~rlvr_lightning.data.types.RolloutBatch`. With ``rollout_ahead = k > 0`` (one-step-off for ``k = 1``)
 the batch handed out was generated ``k`` policy versions earlier, and the pull generates the batch ``k`` steps
-ahead (:mod:`rlvr_lightning.data.prefetch`).
+ahead (:mod:`rlvr_lightning.data.prefetch`), with ``background_rollouts`` in a worker thread while the trainer
+updates.
 
 Epochs: the prompt order is a fresh seeded permutation for each data epoch, and one data epoch is
 ``steps_per_epoch = len(prompts) // prompts_per_step`` steps (the last incomplete step is dropped). The prompts are
@@ -28,8 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -42,10 +43,10 @@ from rlvr_lightning.data.dedup import DuplicateReport, load_unique_records
 from rlvr_lightning.data.dynamic_sampling import zero_variance_policy
 from rlvr_lightning.data.engines import EngineName, is_auto_vllm, make_engine
 from rlvr_lightning.data.hf_engine import HFEngine
-from rlvr_lightning.data.evaluation import EvalLoader, EvalSet, eval_batches, eval_seed, load_eval_set, named_eval_sets
-from rlvr_lightning.data.prefetch import RolloutQueue, RolloutStream
+from rlvr_lightning.data.evaluation import EvalLoader, EvalSet, eval_loaders, eval_seed, load_eval_set, named_eval_sets
+from rlvr_lightning.data.prefetch import RolloutQueue, RolloutStream, Scorer, attach_old_logprobs
 from rlvr_lightning.data.prompts import PromptFormat, PromptRecord, PromptSource, format_prompts
-from rlvr_lightning.data.stream import check_sizes, report_overlong
+from rlvr_lightning.data.stream import check_sizes, global_count, report_overlong, warn_on_resume_mismatch
 from rlvr_lightning.data.tokenize import DEFAULT_CACHE_DIR
 from rlvr_lightning.data.schedule import step_prompt_indices, step_sampling_seed
 from rlvr_lightning.data.types import RolloutBatch, RolloutEngine, SamplingConfig
@@ -115,6 +116,8 @@ class RolloutDataModule(pl.LightningDataModule):
         rollout_ahead: rollout batches generated ahead of training: 0 (on-policy), 1 (one-step-off: each batch
             after the first is sampled from the weights before the previous batch's updates; ``staleness`` 1),
             k (batch j from the weights of k batches' updates earlier).
+        background_rollouts: generate the batch ahead (``rollout_ahead >= 1``) in a worker thread while the trainer
+            updates: the same batches in less time; the engine samples from a copy (``HFEngine(copy_weights=True)``).
     """
 
     def __init__(
@@ -154,6 +157,7 @@ class RolloutDataModule(pl.LightningDataModule):
         token_cache: str | None = DEFAULT_CACHE_DIR,
         seed_per_prompt: bool = False,
         rollout_ahead: int = 0,
+        background_rollouts: bool = False,
     ) -> None:
         super().__init__()
         check_sizes(prompts_per_step=prompts_per_step, num_generations=num_generations,
@@ -174,6 +178,7 @@ class RolloutDataModule(pl.LightningDataModule):
         self.sampling = SamplingConfig(n=num_generations, temperature=temperature, top_p=top_p, top_k=top_k,
                                        max_new_tokens=max_new_tokens, logprobs=False)
         self._engine_spec, self._rollout_logprobs = engine, rollout_logprobs
+        self.rollouts = RolloutQueue(rollout_ahead, background_rollouts)
         self._use_engine(*make_engine(engine))
         self.reward_fns, self.reward_weights = resolve_rewards([MathVerifyReward()] if rewards is None else rewards,
                                                                reward_weights)
@@ -182,7 +187,6 @@ class RolloutDataModule(pl.LightningDataModule):
         self.eval_sets = named_eval_sets(self.val_source, num_generations, list(eval_sets or []))
         self.seed, self.seed_per_prompt = resolve_seed(seed), seed_per_prompt
         self.step = 0  # prompt steps rolled out so far (over the whole run), those generated ahead included
-        self.rollouts = RolloutQueue(rollout_ahead)
         self.num_dropped_prompts = 0
         self._tokenizer: Any = None
         self._train: list[PromptRecord] | None = None
@@ -263,6 +267,9 @@ class RolloutDataModule(pl.LightningDataModule):
         if (trainer is not None and trainer.strategy.root_device.type != "cuda"
                 and is_auto_vllm(self._engine_spec, self.engine)):
             self._use_engine(HFEngine(), "the trainer runs on the CPU")
+        if self.rollouts.worker is not None and not getattr(self.engine, "copy_weights", False):
+            raise ValueError(f"data.background_rollouts needs an engine that samples from its own copy of the weights "
+                             f"(HFEngine(copy_weights=True)); {type(self.engine).__name__} does not")
         if stage in (None, "fit"):
             _ = self.train_prompts
         if stage in (None, "fit", "validate"):
@@ -278,13 +285,7 @@ class RolloutDataModule(pl.LightningDataModule):
 
         Each yields this rank's questions in batches ``{"set", "prompts", "prompt_ids", "answers", "valid"}``.
         """
-        world, rank = self.world
-        loaders = []
-        for name, es in self.eval_sets.items():
-            records = self.eval_prompts(name)
-            batches = eval_batches(name, records, batch_size=es.batch_size or self.val_batch_size,
-                                   world_size=world, rank=rank)
-            loaders.append(EvalLoader(es, batches, len(records)))
+        loaders = eval_loaders(self.eval_sets, self.eval_prompts, self.val_batch_size, *self.world)
         return loaders[0] if len(loaders) == 1 else loaders
 
     def test_dataloader(self) -> EvalLoader | list[EvalLoader]:
@@ -306,11 +307,7 @@ class RolloutDataModule(pl.LightningDataModule):
         self.step = int(state_dict["step"])
         if "rollouts" in state_dict:
             self.rollouts.load_state_dict(state_dict["rollouts"])
-        if int(state_dict.get("seed", self.seed)) != self.seed:
-            warnings.warn(f"resuming with seed={self.seed} but the checkpoint used seed={state_dict['seed']}")
-        saved_n = int(state_dict.get("num_prompts", -1))
-        if saved_n >= 0 and self._train is not None and saved_n != len(self._train):
-            warnings.warn(f"resuming with {len(self._train)} training prompts; the checkpoint had {saved_n}")
+        warn_on_resume_mismatch(state_dict, self.seed, None if self._train is None else len(self._train))
 
     # -- batches -------------------------------------------------------------------------------------------
     def step_prompts(self, step: int) -> list[PromptRecord]:
@@ -334,7 +331,8 @@ class RolloutDataModule(pl.LightningDataModule):
         """Generate and score the next training batch (advances ``step``, by more than one when extra rollouts
         replace groups or batches without reward variance, see ``zero_variance_groups``)."""
         self._ensure_ready()
-        return self.zero_variance_policy(self._rollout_next_step(), self._rollout_next_step, self._global_count,
+        count = partial(global_count, getattr(self, "trainer", None))  # (value, op) agreed over ranks
+        return self.zero_variance_policy(self._rollout_next_step(), self._rollout_next_step, count,
                                          need=self.prompts_per_step // self.world[0],
                                          max_extra=self.max_extra_rollouts)
 
@@ -342,14 +340,6 @@ class RolloutDataModule(pl.LightningDataModule):
         batch = self.rollout(self.step_prompts(self.step), seed=self.sampling_seed(self.step))
         self.step += 1
         return batch
-
-    def _global_count(self, value: int, op: str) -> int:
-        """``value`` summed (``"sum"``) or minimized (``"min"``) over ranks, so that every rank decides alike."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is None or trainer.world_size == 1:
-            return value
-        gathered = trainer.strategy.all_gather(torch.tensor([value], device=trainer.strategy.root_device))
-        return int(gathered.sum() if op == "sum" else gathered.min())
 
     def rollout(
         self,
@@ -380,7 +370,8 @@ class RolloutDataModule(pl.LightningDataModule):
         sampling = self._sampling(n=n, temperature=temperature, top_p=top_p, top_k=top_k,
                                   max_new_tokens=max_new_tokens, logprobs=logprobs)
         t0 = time.perf_counter()
-        groups = self.engine.generate(ids, sampling, seed=seed)
+        started = self.rollouts.worker.take(ids, sampling, seed) if self.rollouts.worker else None
+        groups = started if started is not None else self.engine.generate(ids, sampling, seed=seed)
         return assemble_batch(groups, ids, texts, answers, tokenizer=self.tokenizer, score=self._score,
                               temperature=sampling.temperature, generate_seconds=time.perf_counter() - t0)
 
@@ -399,6 +390,8 @@ class RolloutDataModule(pl.LightningDataModule):
     def _use_engine(self, engine: RolloutEngine, reason: str) -> None:
         """Take ``engine``; the sampling log-probs default to what it asks for (``logprobs_by_default``)."""
         self.engine = engine
+        if self.rollouts.worker is not None and isinstance(engine, HFEngine) and reason != "given":
+            engine.copy_weights = True  # background rollouts: sample from a copy while the trainer updates
         logprobs = self._rollout_logprobs
         logprobs = getattr(engine, "logprobs_by_default", False) if logprobs is None else logprobs
         self.sampling = dataclasses.replace(self.sampling, logprobs=bool(logprobs))
@@ -423,10 +416,21 @@ class RolloutDataModule(pl.LightningDataModule):
         report_overlong(dropped, total, self.prompt_format.max_prompt_length, what)
 
     # -- what RLVRModule reads (rlvr_lightning.data.types.RolloutSource) ----------------------------------------
-    def sync_weights(self, policy: torch.nn.Module) -> None:
+    def sync_weights(self, policy: torch.nn.Module, score: Scorer | None = None) -> None:
         """Make the engine sample from ``policy``'s current weights (after every rollout batch's updates, and
-        before evaluating)."""
+        before evaluating); first complete a batch started in the background, scored by ``score`` on the engine's
+        copy of the weights that sampled it (:meth:`RolloutQueue.finish`)."""
+        self.rollouts.finish(self.next_batch, lambda batch: attach_old_logprobs(batch, score, self.engine))
         self.engine.update_weights(policy)
+
+    def start_rollout(self) -> None:
+        """Start the engine on the next step's prompts in the background (``background_rollouts``)."""
+        _, ids, _ = unpack_prompts(self.step_prompts(self.step))
+        self.rollouts.worker.start(self.engine, ids, self.sampling, self.sampling_seed(self.step))
+
+    def teardown(self, stage: str) -> None:
+        """Stop the background rollout worker (waiting for what it runs)."""
+        self.rollouts.close()
 
     def prefetched(self) -> list[RolloutBatch]:
         """The batches the last training pull generated ahead (``rollout_ahead > 0``), sampled from the weights the

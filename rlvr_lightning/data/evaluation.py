@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "EvalLoader",
     "EvalSet",
     "eval_batches",
+    "eval_loaders",
     "eval_seed",
     "load_eval_set",
     "named_eval_sets",
@@ -235,6 +236,19 @@ class EvalLoader(Sequence):
 
     def __repr__(self) -> str:
         return f"EvalLoader({self.eval_set.name!r}, {len(self.batches)} batches)"
+
+
+def eval_loaders(sets: dict[str, EvalSet], prompts_of: Callable[[str], list[PromptRecord]], default_batch_size: int,
+                 world_size: int, rank: int) -> list[EvalLoader]:
+    """One :class:`EvalLoader` per set of ``sets`` over this rank's share of its questions (``prompts_of(name)``),
+    in batches of the set's ``batch_size`` (else ``default_batch_size``)."""
+    loaders = []
+    for name, es in sets.items():
+        records = prompts_of(name)
+        batches = eval_batches(name, records, batch_size=es.batch_size or default_batch_size,
+                               world_size=world_size, rank=rank)
+        loaders.append(EvalLoader(es, batches, len(records)))
+    return loaders
 
 
 def eval_seed(seed: int, name: str, batch_idx: int, rank: int = 0) -> int:

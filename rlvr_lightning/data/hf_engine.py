@@ -1,8 +1,11 @@
 """``HFEngine``: the rollout engine built on transformers ``generate`` (the CPU default).
 
-It samples from the trainer's own policy module (no copy of the weights): :meth:`HFEngine.update_weights` keeps a
-reference, and :meth:`HFEngine.generate` runs the model in eval mode under ``torch.no_grad()``, restoring the
-previous train/eval mode afterwards.
+By default it samples from the trainer's own policy module (no copy of the weights): :meth:`HFEngine.update_weights`
+keeps a reference. With ``copy_weights`` it samples from a copy of the policy (on ``device``), refreshed in place by
+every :meth:`HFEngine.update_weights`: it can then generate while the trainer updates the policy
+(``data.background_rollouts``), and the copy scores what it sampled (:attr:`HFEngine.scoring_model`).
+:meth:`HFEngine.generate` runs the model in eval mode under ``torch.no_grad()``, restoring the previous train/eval
+mode afterwards.
 
 Sampling draws from explicit ``torch.Generator`` objects, never from the global RNG (left untouched when seeded):
 one generator for a call with one seed, one per prompt with a seed per prompt. All prompts of a call are decoded
@@ -17,6 +20,7 @@ Token log-probs (``sampling.logprobs``) are those of the sampling distribution b
 from __future__ import annotations
 
 from collections.abc import Sequence
+from copy import deepcopy
 from typing import Any
 
 import torch
@@ -109,18 +113,27 @@ class HFEngine:
             samples before ``generate`` (which then starts from the last prompt token). Off: ``generate`` encodes
             every one of the ``P * n`` rows. Needs a model whose cache has ``batch_repeat_interleave`` (else it is
             not shared).
+        copy_weights: sample from a copy of the policy (refreshed at every weight sync) instead of the policy
+            itself: what ``data.background_rollouts`` needs, since the trainer updates the policy meanwhile. Not for
+            a policy sharded by FSDP2 (its parameters are ``DTensor`` shards).
+        device: where the copy lives, e.g. ``"cuda:1"`` (None: the policy's device); only with ``copy_weights``.
     """
 
-    logprobs_by_default = False  # samples from the trainer's own model: its log-probs are the trainer's
+    logprobs_by_default = False  # samples from the trainer's model (or an exact copy): its log-probs are the trainer's
 
     def __init__(
-        self, batch_size: int | None = None, stop_token_ids: list[int] | None = None, share_prompt_prefill: bool = True
+        self, batch_size: int | None = None, stop_token_ids: list[int] | None = None, share_prompt_prefill: bool = True,
+        copy_weights: bool = False, device: str | None = None,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None (one call for the whole rollout), got {batch_size}")
+        if device is not None and not copy_weights:
+            raise ValueError(f"HFEngine(device={device!r}) needs copy_weights=True (else it samples from the policy)")
         self.batch_size = batch_size
         self.share_prompt_prefill = share_prompt_prefill
         self.stop_token_ids = list(stop_token_ids or [])
+        self.copy_weights, self.device = copy_weights, device
+        self.scoring_model: nn.Module | None = None  # with copy_weights: the policy's copy (what samples)
         self.model: nn.Module | None = None
         self.eos_token_ids: list[int] = []
         self.pad_token_id: int | None = None
@@ -136,8 +149,13 @@ class HFEngine:
         self.pad_token_id = int(eos if pad is None else pad)
 
     def update_weights(self, policy: nn.Module) -> None:
-        """Sample from ``policy`` from now on (a reference, not a copy: later updates are seen at once)."""
-        self.model = _find_generator(policy)
+        """Sample from ``policy`` from now on: a reference (later updates are seen at once), or with
+        ``copy_weights`` its current weights copied into the engine's own model."""
+        if not self.copy_weights:
+            self.model = _find_generator(policy)
+            return
+        self.scoring_model = _refresh_copy(self.scoring_model, policy, self.device)
+        self.model = _find_generator(self.scoring_model)
 
     def sleep(self) -> None:
         """No-op: the engine shares the trainer's model."""
@@ -306,6 +324,21 @@ def _prefill(model: nn.Module, ids: Tensor, mask: Tensor, n: int) -> dict[str, A
         return {}
     cache.batch_repeat_interleave(n)
     return {key: cache}
+
+
+def _refresh_copy(copy: nn.Module | None, policy: nn.Module, device: str | None) -> nn.Module:
+    """``copy`` holding ``policy``'s current parameters and buffers (a new frozen deep copy on ``device``, or the
+    policy's device, when ``copy`` is None)."""
+    if copy is None:
+        if any(hasattr(p, "full_tensor") for p in policy.parameters()):
+            raise ValueError("HFEngine(copy_weights=True) cannot copy a policy sharded by FSDP2 (its parameters are "
+                             "DTensor shards): run on one process, or without data.background_rollouts")
+        copy = deepcopy(policy).requires_grad_(False).eval()
+        return copy.to(device) if device is not None else copy
+    with torch.no_grad():
+        for dst, src in zip(copy.state_dict(keep_vars=True).values(), policy.state_dict(keep_vars=True).values()):
+            dst.copy_(src)
+    return copy
 
 
 def _as_list(x: Any) -> list[int]:

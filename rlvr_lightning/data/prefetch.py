@@ -12,10 +12,18 @@ trainer's log-probs and entropy of the weights that sampled them (``RolloutBatch
 ``old_entropy``) before its updates change those weights, so a stale batch is trained with the PPO ratio and the
 truncated importance sampling of the policy that actually sampled it.
 
-Generation stays in the pull, in the trainer's process and order (deterministic: prompts and sampling seeds come
-from ``(seed, step)``, the weights from the version above). With an engine that shares the trainer's devices
-(``HFEngine``, a colocated ``VLLMEngine``) nothing overlaps; the staleness is that of a pipeline in which the
-engine generates batch ``j + k`` while the trainer updates on batch ``j``.
+By default generation stays in the pull, in the trainer's thread and order (deterministic: prompts and sampling
+seeds come from ``(seed, step)``, the weights from the version above), and nothing overlaps: the staleness is that
+of a pipeline in which the engine generates batch ``j + k`` while the trainer updates on batch ``j``.
+
+Background (``data.background_rollouts``): that pipeline for real. The pull starts the engine on batch ``j + k``'s
+prompts in a worker thread (:class:`BackgroundGeneration`; on a GPU in a CUDA stream of its own) and returns at
+once; the trainer updates on batch ``j`` meanwhile. The engine must sample from its own copy of the weights
+(``HFEngine(copy_weights=True)``, possibly on another device). Before the next weight sync the trainer joins the
+worker (:meth:`RolloutQueue.finish`): the batch is completed in the trainer's thread (rewards, the zero-variance
+policy and any extra rollouts, collectives included, so all ranks stay in lockstep) and scored by the engine's
+copy, which still holds version ``j``. The batches, their versions and old log-probs equal those of the default
+mode; only the time differs. Nothing is in flight between training steps, where checkpoints are written.
 
 Resume: :meth:`RolloutQueue.state_dict` holds the queued batches with their log-probs (plain tensors, lists and
 numbers, so checkpoints still load with ``torch.load(weights_only=True)``) and the count of batches handed out;
@@ -25,10 +33,12 @@ a resumed run trains on exactly the batches the uninterrupted one would have.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
@@ -37,7 +47,8 @@ from rlvr_lightning.data.types import RolloutBatch
 if TYPE_CHECKING:
     from rlvr_lightning.data.datamodule import RolloutDataModule
 
-__all__ = ["RolloutQueue", "RolloutStream", "batch_from_state", "batch_state"]
+__all__ = ["BackgroundGeneration", "RolloutQueue", "RolloutStream", "Scorer", "attach_old_logprobs", "batch_from_state",
+           "batch_state"]
 
 
 def batch_state(batch: RolloutBatch) -> dict[str, Any]:
@@ -58,17 +69,91 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, list) else value
 
 
+class BackgroundGeneration:
+    """One engine ``generate`` call at a time in a worker thread (on a CUDA device: in a stream of its own)."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: tuple[tuple, Future] | None = None
+        self._streams: dict[torch.device, Any] = {}
+
+    def start(self, engine: Any, prompt_ids: Sequence[Sequence[int]], sampling: Any, seed: Any) -> None:
+        """Start ``engine.generate(prompt_ids, sampling, seed=seed)`` in the worker (the engine's own weights,
+        ``engine.scoring_model``, must not change until :meth:`take` returns)."""
+        device = next(engine.scoring_model.parameters()).device
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="rlvr-rollout")
+        stream = None
+        if device.type == "cuda":  # the stream waits for the weights the trainer's stream just copied
+            stream = self._streams.setdefault(device, torch.cuda.Stream(device))
+            stream.wait_stream(torch.cuda.current_stream(device))
+
+        def run() -> Any:
+            if stream is None:
+                return engine.generate(prompt_ids, sampling, seed=seed)
+            with torch.cuda.stream(stream):
+                out = engine.generate(prompt_ids, sampling, seed=seed)
+            stream.synchronize()
+            return out
+
+        self._pending = (_call_key(prompt_ids, sampling, seed), self._pool.submit(run))
+
+    def take(self, prompt_ids: Sequence[Sequence[int]], sampling: Any, seed: Any) -> Any | None:
+        """The started call's result (waiting for it) if it was made with these arguments, else None."""
+        if self._pending is None or self._pending[0] != _call_key(prompt_ids, sampling, seed):
+            return None
+        future = self._pending[1]
+        self._pending = None
+        return future.result()
+
+    def close(self) -> None:
+        """Wait for a started call (its result dropped) and stop the worker."""
+        if self._pending is not None:
+            self._pending[1].exception()  # waits; an error there does not matter any more
+            self._pending = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+Scorer = Callable[[torch.nn.Module, RolloutBatch], tuple[Tensor, Tensor]]
+"""How the trainer scores a batch under a model: ``(model, batch) -> (logp, entropy)``, each ``(B, T)``."""
+
+
+def attach_old_logprobs(batch: RolloutBatch, score: Scorer | None, engine: Any) -> None:
+    """Give ``batch`` (generated in the background) the log-probs and entropy of the weights that sampled it,
+    scored by ``score`` on the engine's copy of them (``engine.scoring_model``), kept on the CPU."""
+    model = getattr(engine, "scoring_model", None)
+    if score is None or model is None:
+        raise ValueError("a batch generated in the background is scored by the trainer (sync_weights(policy, score))"
+                         " on the engine's copy of the weights (engine.scoring_model); got none")
+    logp, entropy = score(model, batch.to(next(model.parameters()).device))
+    batch.old_logprobs, batch.old_entropy = logp.cpu(), entropy.cpu()
+
+
+def _call_key(prompt_ids: Sequence[Sequence[int]], sampling: Any, seed: Any) -> tuple:
+    seeds = tuple(seed) if isinstance(seed, (list, tuple)) else seed
+    return tuple(map(tuple, prompt_ids)), repr(sampling), seeds
+
+
 class RolloutQueue:
     """The rollout batches generated ahead of the trainer, oldest first.
 
     Args:
         ahead: ``k``, batches generated beyond the one handed out (0: none, on-policy).
+        background: generate the batch ``k`` steps ahead in a worker thread while the trainer updates
+            (:class:`BackgroundGeneration`; needs ``ahead >= 1``).
     """
 
-    def __init__(self, ahead: int = 0) -> None:
+    def __init__(self, ahead: int = 0, background: bool = False) -> None:
         if not isinstance(ahead, int) or ahead < 0:
             raise ValueError(f"rollout_ahead must be an integer >= 0, got {ahead!r}")
+        if background and ahead < 1:
+            raise ValueError("data.background_rollouts generates the next batch while the trainer updates on this "
+                             "one: it needs data.rollout_ahead >= 1 (got 0)")
         self.ahead = ahead
+        self.worker = BackgroundGeneration() if background else None
+        self._started: tuple[int, int] | None = None  # (prompt step, policy version) of the batch in the worker
         self.handed_out = 0  # batches handed to the trainer so far: the policy version it holds at the next pull
         # (batch, the prompt step it started at, the policy version it was generated from)
         self._queue: deque[tuple[RolloutBatch, int, int]] = deque()
@@ -81,23 +166,48 @@ class RolloutQueue:
         """The prompt step of the next batch to hand out (``step``, the prompt stream's position, if none waits)."""
         return self._queue[0][1] if self._queue else step
 
-    def pull(self, generate: Callable[[], RolloutBatch], step: Callable[[], int]) -> RolloutBatch:
-        """Generate until ``ahead + 1`` batches wait, then hand out the oldest with its ``staleness`` set.
+    def pull(self, generate: Callable[[], RolloutBatch], step: Callable[[], int],
+             start: Callable[[], None] | None = None) -> RolloutBatch:
+        """Generate until ``ahead + 1`` batches wait (in the background: ``ahead``, then ``start`` the next one),
+        then hand out the oldest with its ``staleness`` set.
 
         Args:
             generate: makes the next batch from the engine's current weights (advancing the prompt stream).
             step: the prompt stream's position (read before each generation).
+            start: starts the engine on the next batch's prompts in :attr:`worker` (background only).
         """
         self._fresh = []
-        while len(self._queue) < self.ahead + 1:
-            start = step()
+        while len(self._queue) < self.ahead + 1 - (self.worker is not None):
+            first = step()
             batch = generate()
-            self._queue.append((batch, start, self.handed_out))
+            self._queue.append((batch, first, self.handed_out))
             self._fresh.append(batch)
+        if self.worker is not None:
+            if start is None:
+                raise ValueError("a background RolloutQueue needs `start` at every pull")
+            start()
+            self._started = (step(), self.handed_out)
         batch, _, version = self._queue.popleft()
         batch.staleness = self.handed_out - version
         self.handed_out += 1
         return batch
+
+    def finish(self, generate: Callable[[], RolloutBatch], score: Callable[[RolloutBatch], None]) -> None:
+        """Complete the batch the last pull started in the background (nothing to do otherwise): ``generate``
+        picks up the worker's samples for its first rollout, ``score`` attaches the log-probs of the weights that
+        sampled it; it is then queued. Call it before the engine's weights change."""
+        if self._started is None:
+            return
+        (first, version), self._started = self._started, None
+        batch = generate()
+        score(batch)
+        self._queue.append((batch, first, version))
+
+    def close(self) -> None:
+        """Stop the background worker (waiting for what it runs)."""
+        self._started = None
+        if self.worker is not None:
+            self.worker.close()
 
     def fresh(self) -> list[RolloutBatch]:
         """The batches generated ahead at the last pull and still queued: sampled from the weights the trainer
@@ -139,6 +249,6 @@ class RolloutStream(IterableDataset):
         dm._ensure_ready()
         end = (queue.next_step(dm.step) // dm.steps_per_epoch + 1) * dm.steps_per_epoch
         while queue.next_step(dm.step) < end:
-            batch = queue.pull(dm.next_batch, lambda: dm.step)
+            batch = queue.pull(dm.next_batch, lambda: dm.step, dm.start_rollout if queue.worker else None)
             dm.engine.sleep()
             yield batch

@@ -244,8 +244,10 @@ class RolloutSource(Protocol):
         """The 0-based data epoch of the next training batch."""
         ...
 
-    def sync_weights(self, policy: nn.Module) -> None:
-        """Make the rollout engine sample from ``policy``'s current weights."""
+    def sync_weights(self, policy: nn.Module, score: Any = None) -> None:
+        """Make the rollout engine sample from ``policy``'s current weights. ``score(model, batch) -> (logp,
+        entropy)`` is how the trainer scores a batch: a source that generated one in the background while the
+        trainer updated scores it with the weights that sampled it before they change."""
         ...
 
     def eval_rollout(self, batch: dict[str, Any], batch_idx: int) -> RolloutBatch:

@@ -4,11 +4,13 @@ rollout batch and the log-probs of its responses."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from lightning.pytorch import Callback
 
 from rlvr_lightning.components import ClipCov, KLCov, Reweight, ReweightContext
 from rlvr_lightning.data import HFEngine
@@ -135,3 +137,33 @@ def random_batch(seed: int = 0, n: int = 6) -> RolloutBatch:
 def response_logprobs(model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
     """The log-probs of the batch's real response tokens under ``model`` (eval mode, no gradients), flattened."""
     return Scoring().score(model, batch)[0][batch.response_mask]
+
+
+UPDATE_STARTED = threading.Event()  # set by UpdateSignal when the trainer's backward starts
+
+
+class UpdateSignal(Callback):
+    """Sets :data:`UPDATE_STARTED` before every backward of the trainer."""
+
+    def on_before_backward(self, trainer: Any, pl_module: Any, loss: torch.Tensor) -> None:
+        UPDATE_STARTED.set()
+
+
+class OverlapProbeEngine(HFEngine):
+    """``HFEngine(copy_weights=True)`` whose calls outside the main thread wait (up to ``timeout`` s) until the
+    trainer's backward has started, then generate: ``calls`` records ``(thread name, overlapped)`` per call, so a
+    generation that did not run alongside an update shows ``overlapped`` False."""
+
+    calls: list[tuple[str, bool]] = []
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        super().__init__(copy_weights=True)
+        self.timeout = timeout
+
+    def generate(self, prompt_token_ids: Sequence[Sequence[int]], sampling: SamplingConfig, *,
+                 seed: int | Sequence[int] | None = None) -> list[list[Sample]]:
+        thread = threading.current_thread()
+        overlapped = thread is not threading.main_thread() and UPDATE_STARTED.wait(self.timeout)
+        UPDATE_STARTED.clear()
+        type(self).calls.append((thread.name, overlapped))
+        return super().generate(prompt_token_ids, sampling, seed=seed)
