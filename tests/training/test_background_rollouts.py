@@ -4,7 +4,11 @@ resume, LoRA), and the pieces (``HFEngine(copy_weights=True)``, ``BackgroundGene
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,6 +78,30 @@ def test_background_rollouts_with_lora_train_as_the_default_one_step_off(tmp_pat
     background = fit(tmp_path, *common, "--data.background_rollouts", "true", name="background", config=SMOKE_LORA)
     assert _equal_states(state(plain.model.policy), state(background.model.policy))
     assert _logged(tmp_path, "plain") == _logged(tmp_path, "background")
+
+
+def test_background_rollouts_on_two_ddp_processes_with_resampling_train_as_the_default(tmp_path):
+    """The join completes the batch in the trainer's thread: DAPO's resampling (extra rollouts and all_gather
+    collectives over the ranks) stays in lockstep, and the run equals the default one-step-off run."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).parent), str(Path(__file__).parents[1] / "reliability"), str(REPO)]))
+    for name, extra in (("plain", ()), ("background", ("--data.background_rollouts", "true"))):
+        cmd = [sys.executable, "-m", "rlvr_lightning.cli", "fit", "--config", "configs/smoke.yaml",
+               "--trainer.devices", "2", "--trainer.strategy", "ddp", "--data.rollout_ahead", "1", *extra,
+               "--data.zero_variance_groups", "resample", "--data.seed_per_prompt", "true",
+               "--data.rewards", "reliability_helpers.alternating_on_odd_answers",
+               "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", name]
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    plain, background = rows(tmp_path, "plain"), rows(tmp_path, "background")
+    assert [r["train/staleness"] for r in background] == [0.0, 1.0, 1.0]
+    assert all(r["rollout/dynamic/extra_rollouts"] > 0 for r in background)  # resampled at every step
+    untimed = [[{k: v for k, v in r.items() if not k.startswith(("time/", "throughput/"))} for r in run]
+               for run in (plain, background)]
+    assert untimed[0] == untimed[1] and "train/loss" in untimed[0][0]
+    weights = [torch.load(next((tmp_path / n).rglob("last.ckpt")), weights_only=True)["state_dict"]
+               for n in ("plain", "background")]
+    assert _equal_states(*weights)
 
 
 # -- the pieces ---------------------------------------------------------------------------------------------------
