@@ -44,7 +44,7 @@ from rlvr_lightning.data.dynamic_sampling import zero_variance_policy
 from rlvr_lightning.data.engines import EngineName, is_auto_vllm, make_engine
 from rlvr_lightning.data.hf_engine import HFEngine
 from rlvr_lightning.data.evaluation import EvalLoader, EvalSet, eval_loaders, eval_seed, load_eval_set, named_eval_sets
-from rlvr_lightning.data.prefetch import RolloutQueue, RolloutStream, Scorer, attach_old_logprobs
+from rlvr_lightning.data.prefetch import RolloutQueue, RolloutStream, Scorer
 from rlvr_lightning.data.prompts import PromptFormat, PromptRecord, PromptSource, format_prompts
 from rlvr_lightning.data.stream import check_sizes, global_count, report_overlong, warn_on_resume_mismatch
 from rlvr_lightning.data.tokenize import DEFAULT_CACHE_DIR
@@ -117,7 +117,7 @@ class RolloutDataModule(pl.LightningDataModule):
             after the first is sampled from the weights before the previous batch's updates; ``staleness`` 1),
             k (batch j from the weights of k batches' updates earlier).
         background_rollouts: generate the batch ahead (``rollout_ahead >= 1``) in a worker thread while the trainer
-            updates: the same batches in less time; the engine samples from a copy (``HFEngine(copy_weights=True)``).
+            updates: the same batches, in less time; the engine needs weights of its own (``owns_weights``).
     """
 
     def __init__(
@@ -267,9 +267,7 @@ class RolloutDataModule(pl.LightningDataModule):
         if (trainer is not None and trainer.strategy.root_device.type != "cuda"
                 and is_auto_vllm(self._engine_spec, self.engine)):
             self._use_engine(HFEngine(), "the trainer runs on the CPU")
-        if self.rollouts.worker is not None and not getattr(self.engine, "copy_weights", False):
-            raise ValueError(f"data.background_rollouts needs an engine that samples from its own copy of the weights "
-                             f"(HFEngine(copy_weights=True)); {type(self.engine).__name__} does not")
+        self.rollouts.check_engine(self.engine)
         if stage in (None, "fit"):
             _ = self.train_prompts
         if stage in (None, "fit", "validate"):
@@ -418,9 +416,9 @@ class RolloutDataModule(pl.LightningDataModule):
     # -- what RLVRModule reads (rlvr_lightning.data.types.RolloutSource) ----------------------------------------
     def sync_weights(self, policy: torch.nn.Module, score: Scorer | None = None) -> None:
         """Make the engine sample from ``policy``'s current weights (after every rollout batch's updates, and
-        before evaluating); first complete a batch started in the background, scored by ``score`` on the engine's
-        copy of the weights that sampled it (:meth:`RolloutQueue.finish`)."""
-        self.rollouts.finish(self.next_batch, lambda batch: attach_old_logprobs(batch, score, self.engine))
+        before evaluating); first complete a batch started in the background, scored by ``score`` under the weights
+        that sampled it (:meth:`RolloutQueue.finish`, :class:`ParamSnapshot`)."""
+        self.rollouts.before_sync(self.next_batch, score, policy)
         self.engine.update_weights(policy)
 
     def start_rollout(self) -> None:

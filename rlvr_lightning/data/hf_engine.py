@@ -3,7 +3,7 @@
 By default it samples from the trainer's own policy module (no copy of the weights): :meth:`HFEngine.update_weights`
 keeps a reference. With ``copy_weights`` it samples from a copy of the policy (on ``device``), refreshed in place by
 every :meth:`HFEngine.update_weights`: it can then generate while the trainer updates the policy
-(``data.background_rollouts``), and the copy scores what it sampled (:attr:`HFEngine.scoring_model`).
+(``data.background_rollouts``).
 :meth:`HFEngine.generate` runs the model in eval mode under ``torch.no_grad()``, restoring the previous train/eval
 mode afterwards.
 
@@ -133,10 +133,15 @@ class HFEngine:
         self.share_prompt_prefill = share_prompt_prefill
         self.stop_token_ids = list(stop_token_ids or [])
         self.copy_weights, self.device = copy_weights, device
-        self.scoring_model: nn.Module | None = None  # with copy_weights: the policy's copy (what samples)
+        self.weights_copy: nn.Module | None = None  # with copy_weights: the policy's copy (what samples)
         self.model: nn.Module | None = None
         self.eos_token_ids: list[int] = []
         self.pad_token_id: int | None = None
+
+    @property
+    def owns_weights(self) -> bool:
+        """Whether it can generate while the trainer updates (``data.background_rollouts``): with ``copy_weights``."""
+        return self.copy_weights
 
     # -- RolloutEngine protocol ---------------------------------------------------------------------------------
     def setup(self, tokenizer: Any) -> None:
@@ -154,8 +159,8 @@ class HFEngine:
         if not self.copy_weights:
             self.model = _find_generator(policy)
             return
-        self.scoring_model = _refresh_copy(self.scoring_model, policy, self.device)
-        self.model = _find_generator(self.scoring_model)
+        self.weights_copy = _refresh_copy(self.weights_copy, policy, self.device)
+        self.model = _find_generator(self.weights_copy)
 
     def sleep(self) -> None:
         """No-op: the engine shares the trainer's model."""

@@ -17,13 +17,15 @@ seeds come from ``(seed, step)``, the weights from the version above), and nothi
 of a pipeline in which the engine generates batch ``j + k`` while the trainer updates on batch ``j``.
 
 Background (``data.background_rollouts``): that pipeline for real. The pull starts the engine on batch ``j + k``'s
-prompts in a worker thread (:class:`BackgroundGeneration`; on a GPU in a CUDA stream of its own) and returns at
-once; the trainer updates on batch ``j`` meanwhile. The engine must sample from its own copy of the weights
-(``HFEngine(copy_weights=True)``, possibly on another device). Before the next weight sync the trainer joins the
-worker (:meth:`RolloutQueue.finish`): the batch is completed in the trainer's thread (rewards, the zero-variance
-policy and any extra rollouts, collectives included, so all ranks stay in lockstep) and scored by the engine's
-copy, which still holds version ``j``. The batches, their versions and old log-probs equal those of the default
-mode; only the time differs. Nothing is in flight between training steps, where checkpoints are written.
+prompts in a worker thread (:class:`BackgroundGeneration`; an ``HFEngine`` on a GPU in a CUDA stream of its own)
+and returns at once; the trainer updates on batch ``j`` meanwhile. The engine must hold weights of its own
+(``owns_weights``: ``HFEngine(copy_weights=True)``, possibly on another device, or ``VLLMEngine`` with tensor
+parallelism 1), and it stays awake. Before the next weight sync the trainer joins the worker
+(:meth:`RolloutQueue.finish`): the batch is completed in the trainer's thread (rewards, the zero-variance policy
+and any extra rollouts, collectives included, so all ranks stay in lockstep) and scored by the trainer's policy
+with version ``j``'s trainable parameters put back for the call (:class:`ParamSnapshot`, taken at the sync that
+gave the engine version ``j``). The batches, their versions and old log-probs equal those of the default mode; only
+the time differs. Nothing is in flight between training steps, where checkpoints are written.
 
 Resume: :meth:`RolloutQueue.state_dict` holds the queued batches with their log-probs (plain tensors, lists and
 numbers, so checkpoints still load with ``torch.load(weights_only=True)``) and the count of batches handed out;
@@ -35,6 +37,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +50,8 @@ from rlvr_lightning.data.types import RolloutBatch
 if TYPE_CHECKING:
     from rlvr_lightning.data.datamodule import RolloutDataModule
 
-__all__ = ["BackgroundGeneration", "RolloutQueue", "RolloutStream", "Scorer", "attach_old_logprobs", "batch_from_state",
-           "batch_state"]
+__all__ = ["BackgroundGeneration", "ParamSnapshot", "RolloutQueue", "RolloutStream", "Scorer", "attach_old_logprobs",
+           "batch_from_state", "batch_state"]
 
 
 def batch_state(batch: RolloutBatch) -> dict[str, Any]:
@@ -78,9 +81,11 @@ class BackgroundGeneration:
         self._streams: dict[torch.device, Any] = {}
 
     def start(self, engine: Any, prompt_ids: Sequence[Sequence[int]], sampling: Any, seed: Any) -> None:
-        """Start ``engine.generate(prompt_ids, sampling, seed=seed)`` in the worker (the engine's own weights,
-        ``engine.scoring_model``, must not change until :meth:`take` returns)."""
-        device = next(engine.scoring_model.parameters()).device
+        """Start ``engine.generate(prompt_ids, sampling, seed=seed)`` in the worker (the engine's weights must not
+        change until :meth:`take` returns). An engine whose ``model`` is a module on a CUDA device runs in a
+        stream of its own (vLLM manages its streams itself)."""
+        model = getattr(engine, "model", None)
+        device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else torch.device("cpu")
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="rlvr-rollout")
         stream = None
@@ -120,14 +125,66 @@ Scorer = Callable[[torch.nn.Module, RolloutBatch], tuple[Tensor, Tensor]]
 """How the trainer scores a batch under a model: ``(model, batch) -> (logp, entropy)``, each ``(B, T)``."""
 
 
-def attach_old_logprobs(batch: RolloutBatch, score: Scorer | None, engine: Any) -> None:
-    """Give ``batch`` (generated in the background) the log-probs and entropy of the weights that sampled it,
-    scored by ``score`` on the engine's copy of them (``engine.scoring_model``), kept on the CPU."""
-    model = getattr(engine, "scoring_model", None)
-    if score is None or model is None:
-        raise ValueError("a batch generated in the background is scored by the trainer (sync_weights(policy, score))"
-                         " on the engine's copy of the weights (engine.scoring_model); got none")
-    logp, entropy = score(model, batch.to(next(model.parameters()).device))
+class ParamSnapshot:
+    """A copy of a policy's trainable parameters (the others do not change in training), to score with them later.
+
+    Each copy is a ``clone`` of the parameter, so a sharded (FSDP2 ``DTensor``) parameter is copied shard by shard:
+    the snapshot costs each rank the size of its trainable shards. FSDP2 modules are resharded before the
+    parameters are read or written (an unsharded root would otherwise show its gathered copies, and keep them).
+    """
+
+    def __init__(self) -> None:
+        self.tensors: list[Tensor] = []
+
+    def take(self, policy: torch.nn.Module) -> None:
+        """Copy ``policy``'s trainable parameters now."""
+        _reshard(policy)
+        with torch.no_grad():
+            self.tensors = [p.detach().clone() for p in policy.parameters() if p.requires_grad]
+
+    @contextmanager
+    def restored(self, policy: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """``policy`` with the snapshot's values in its trainable parameters (swapped in place, one parameter's
+        temporary at a time), and its own values back afterwards."""
+        _reshard(policy)
+        params = [p for p in policy.parameters() if p.requires_grad]
+        if len(params) != len(self.tensors):
+            raise RuntimeError(f"the snapshot holds {len(self.tensors)} parameters, the policy has {len(params)} "
+                               "trainable ones: take() it at the weight sync that gave the engine its weights")
+        self._swap(params)
+        try:
+            yield policy
+        finally:
+            _reshard(policy)  # the forward under the snapshot left gathered copies of it
+            self._swap(params)
+
+    def _swap(self, params: list[Tensor]) -> None:
+        with torch.no_grad():
+            for p, s in zip(params, self.tensors):
+                held = p.detach().clone()
+                p.copy_(s)
+                s.copy_(held)
+
+
+def _reshard(policy: torch.nn.Module) -> None:
+    """Reshard every FSDP2 module of ``policy`` (its registered parameters are then the sharded ones)."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch without FSDP2
+        return
+    for module in policy.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
+def attach_old_logprobs(batch: RolloutBatch, score: Scorer | None, policy: torch.nn.Module,
+                        snapshot: ParamSnapshot) -> None:
+    """Give ``batch`` (generated in the background from the weights of ``snapshot``) their log-probs and entropy,
+    scored by ``score`` on ``policy`` with the snapshot's parameters, kept on the CPU."""
+    if score is None:
+        raise ValueError("a batch generated in the background is scored by the trainer: sync_weights(policy, score)")
+    with snapshot.restored(policy) as sampled:
+        logp, entropy = score(sampled, batch.to(next(policy.parameters()).device))
     batch.old_logprobs, batch.old_entropy = logp.cpu(), entropy.cpu()
 
 
@@ -153,6 +210,7 @@ class RolloutQueue:
                              "one: it needs data.rollout_ahead >= 1 (got 0)")
         self.ahead = ahead
         self.worker = BackgroundGeneration() if background else None
+        self.snapshot = ParamSnapshot()  # background: the trainable parameters the engine holds
         self._started: tuple[int, int] | None = None  # (prompt step, policy version) of the batch in the worker
         self.handed_out = 0  # batches handed to the trainer so far: the policy version it holds at the next pull
         # (batch, the prompt step it started at, the policy version it was generated from)
@@ -192,16 +250,25 @@ class RolloutQueue:
         self.handed_out += 1
         return batch
 
-    def finish(self, generate: Callable[[], RolloutBatch], score: Callable[[RolloutBatch], None]) -> None:
-        """Complete the batch the last pull started in the background (nothing to do otherwise): ``generate``
-        picks up the worker's samples for its first rollout, ``score`` attaches the log-probs of the weights that
-        sampled it; it is then queued. Call it before the engine's weights change."""
-        if self._started is None:
+    def check_engine(self, engine: Any) -> None:
+        """Refuse, for background rollouts, an engine without weights of its own (``owns_weights``)."""
+        if self.worker is not None and not getattr(engine, "owns_weights", False):
+            raise ValueError(f"data.background_rollouts needs an engine with weights of its own (HFEngine(copy_"
+                             f"weights=True), VLLMEngine with tensor_parallel_size 1); this {type(engine).__name__} "
+                             "has none")
+
+    def before_sync(self, generate: Callable[[], RolloutBatch], score: Scorer | None, policy: torch.nn.Module) -> None:
+        """Before the engine gets ``policy``'s weights: complete the batch the last pull started in the background
+        (``generate`` picks up the worker's samples for its first rollout), score it under the weights that sampled
+        it (:func:`attach_old_logprobs`) and queue it; then snapshot the weights the engine is about to get."""
+        if self.worker is None:
             return
-        (first, version), self._started = self._started, None
-        batch = generate()
-        score(batch)
-        self._queue.append((batch, first, version))
+        if self._started is not None:
+            (first, version), self._started = self._started, None
+            batch = generate()
+            attach_old_logprobs(batch, score, policy, self.snapshot)
+            self._queue.append((batch, first, version))
+        self.snapshot.take(policy)
 
     def close(self) -> None:
         """Stop the background worker (waiting for what it runs)."""
@@ -250,5 +317,6 @@ class RolloutStream(IterableDataset):
         end = (queue.next_step(dm.step) // dm.steps_per_epoch + 1) * dm.steps_per_epoch
         while queue.next_step(dm.step) < end:
             batch = queue.pull(dm.next_batch, lambda: dm.step, dm.start_rollout if queue.worker else None)
-            dm.engine.sleep()
+            if queue.worker is None:  # in the background it is generating now
+                dm.engine.sleep()
             yield batch

@@ -123,6 +123,12 @@ class VLLMEngine:
 
     logprobs_by_default = True  # vLLM's numerics differ from the trainer's: correct with TIS (RLVRModule.tis_cap)
 
+    @property
+    def owns_weights(self) -> bool:
+        """Whether vLLM can generate while the trainer updates (``data.background_rollouts``): it holds its own
+        weights, but with ``tensor_parallel_size > 1`` its ranks' collectives would interleave with the trainer's."""
+        return self.tensor_parallel_size == 1
+
     def __init__(
         self,
         model: str | None = None,

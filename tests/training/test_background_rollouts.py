@@ -16,7 +16,7 @@ from test_one_step_off import rows
 from toy_training import REPO, SMOKE_LORA, OverlapProbeEngine, fit, initial_policy, state
 
 from rlvr_lightning.data import HFEngine, RolloutDataModule
-from rlvr_lightning.data.prefetch import BackgroundGeneration, RolloutQueue
+from rlvr_lightning.data.prefetch import BackgroundGeneration, ParamSnapshot, RolloutQueue
 from rlvr_lightning.data.types import SamplingConfig
 
 KEYS = ("train/loss", "train/reward_mean", "train/approx_kl_first", "train/staleness", "train/entropy",
@@ -126,7 +126,7 @@ def test_a_copying_engine_samples_what_the_policy_samples_and_follows_its_update
     shared, copying = _engine(), _engine(copy_weights=True)
     shared.update_weights(policy)
     copying.update_weights(policy)
-    assert copying.scoring_model is not policy and not any(p.requires_grad for p in copying.scoring_model.parameters())
+    assert copying.weights_copy is not policy and not any(p.requires_grad for p in copying.weights_copy.parameters())
     assert _tokens(copying.generate(PROMPTS, SAMPLING, seed=1)) == _tokens(shared.generate(PROMPTS, SAMPLING, seed=1))
     with torch.no_grad():
         for p in policy.parameters():
@@ -135,7 +135,7 @@ def test_a_copying_engine_samples_what_the_policy_samples_and_follows_its_update
     assert _tokens(copying.generate(PROMPTS, SAMPLING, seed=1)) != moved
     copying.update_weights(policy)
     assert _tokens(copying.generate(PROMPTS, SAMPLING, seed=1)) == moved
-    assert _equal_states(state(copying.scoring_model), state(policy))
+    assert _equal_states(state(copying.weights_copy), state(policy))
 
 
 def test_background_generation_returns_the_started_call_and_its_errors():
@@ -168,3 +168,26 @@ def test_background_rollout_settings_are_checked():
                               train_files=str(REPO / "assets" / "arithmetic" / "train.jsonl"), rollout_ahead=1,
                               background_rollouts=True, engine="hf")
     assert named.engine.copy_weights  # an engine built by name copies
+
+
+def test_a_param_snapshot_restores_the_trainable_parameters_for_a_call_and_puts_the_current_ones_back():
+    policy = initial_policy()
+    policy.model.embed_tokens.weight.requires_grad_(False)  # frozen (as a LoRA base): not copied, never changes
+    snapshot = ParamSnapshot()
+    snapshot.take(policy)
+    before = state(policy)
+    assert len(snapshot.tensors) == sum(p.requires_grad for p in policy.parameters())
+    with torch.no_grad():
+        for p in policy.parameters():
+            if p.requires_grad:
+                p.add_(0.25)
+    after = state(policy)
+    with snapshot.restored(policy) as sampled:
+        assert sampled is policy and _equal_states(state(policy), before)
+    assert _equal_states(state(policy), after)  # bit for bit: the values were swapped, not recomputed
+    with snapshot.restored(policy):  # and again: the snapshot still holds the old values
+        assert _equal_states(state(policy), before)
+    policy.model.norm.weight.requires_grad_(False)  # one trainable parameter fewer than at the snapshot
+    with pytest.raises(RuntimeError, match="the snapshot holds .* parameters"):
+        with snapshot.restored(policy):
+            pass

@@ -110,3 +110,22 @@ def test_one_step_off_with_vllm_trains_each_batch_against_the_weights_that_sampl
     diffs = [float(r["train/rollout_logprob_diff"]) for r in rows]
     assert max(diffs) < SYNCED_TOL, diffs
     assert min(abs(float(r["train/approx_kl_first"])) for r in rows[1:]) > 1e-4
+
+
+def test_background_rollouts_with_vllm_overlap_and_train_against_the_sampling_weights(model_dir, tmp_path):
+    """``background_rollouts``: vLLM generates the batch ahead in a worker thread while FSDP2 updates; the batch is
+    scored at the join with the parameters vLLM sampled with put back into the policy, so the old log-probs still
+    match vLLM's, and the run equals the default one-step-off run."""
+    common = ("--data.rollout_ahead", "1", "--data.seed_per_prompt", "true")
+    for name in ("plain", "background"):
+        (tmp_path / name).mkdir()
+    plain = _fit(model_dir, tmp_path / "plain", "rlvr_lightning.data.vllm_engine.VLLMEngine", 1, *common)
+    rows = _fit(model_dir, tmp_path / "background", "rlvr_lightning.data.vllm_engine.VLLMEngine", 1, *common,
+                "--data.background_rollouts", "true")
+    assert [float(r["train/staleness"]) for r in rows] == [0.0, 1.0, 1.0]
+    diffs = [float(r["train/rollout_logprob_diff"]) for r in rows]
+    assert max(diffs) < SYNCED_TOL, diffs
+    assert min(abs(float(r["train/approx_kl_first"])) for r in rows[1:]) > 1e-4
+    for key in ("train/loss", "train/reward_mean", "train/approx_kl_first", "train/entropy"):
+        for a, b in zip(plain, rows, strict=True):
+            assert abs(float(a[key]) - float(b[key])) <= 1e-5 * max(1.0, abs(float(a[key]))), (key, a[key], b[key])
