@@ -10,11 +10,16 @@ are needed to build them (this file imports neither rlvr-lightning nor TRL at mo
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+_BENCH = Path(__file__).resolve().parent
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 CHARS = list("0123456789") + ["+", "-", "*", "=", " "] + list("abcdefghijklmnopqrstuvwxyz")
@@ -164,3 +169,24 @@ class StepClock(_callback_base()):
         path = self.path if rank == 0 else f"{self.path}.rank{rank}"
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         Path(path).write_text(json.dumps({"start": self.start, "ends": self.ends, "rss_peak_mib": peak}))
+
+
+def run_fit(cfg: Path, log: Path, threads: int) -> None:
+    """``rlvr fit --config cfg`` in a subprocess from the repository root with ``threads`` torch threads and the
+    benchmarks folder importable, its output into ``log``; raises with the log's tail when it fails."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads),
+               PYTHONPATH=os.pathsep.join([str(_BENCH), str(_BENCH.parent), os.environ.get("PYTHONPATH", "")]))
+    with open(log, "w") as fh:
+        proc = subprocess.run([sys.executable, "-m", "rlvr_lightning.cli", "fit", "--config", str(cfg)],
+                              cwd=_BENCH.parent, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise RuntimeError(f"rlvr fit --config {cfg} failed ({proc.returncode}):\n" + log.read_text()[-3000:])
+
+
+def step_args(parser: Any, *, steps: int, threads: int, work: str) -> None:
+    """Add the options every step benchmark takes: ``--runs``, ``--steps``, ``--warmup``, ``--threads``, ``--work``."""
+    parser.add_argument("--runs", type=int, default=3, help="runs of each case, alternating")
+    parser.add_argument("--steps", type=int, default=steps, help="optimizer steps per run")
+    parser.add_argument("--warmup", type=int, default=2, help="first steps left out of each run's median")
+    parser.add_argument("--threads", type=int, default=threads, help="torch threads (OMP_NUM_THREADS) per process")
+    parser.add_argument("--work", default=work, help="model, data, logs and results")

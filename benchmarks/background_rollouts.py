@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -35,19 +33,13 @@ CASES = {"in the pull": "  rollout_ahead: 1\n", "background": "  rollout_ahead: 
 
 def run(case: str, work: Path, model: str, data: str, args: argparse.Namespace, i: int) -> dict[str, float]:
     """One ``rlvr fit`` of ``case``: its median step wall time and exposed rollout time (seconds)."""
-    from _bench_task import rlvr_config
+    from _bench_task import rlvr_config, run_fit
 
     tag = f"bg-{'b' if case == 'background' else 'p'}-{i}"
     clock, logs, cfg = work / f"{tag}.json", work / tag, work / f"{tag}.yaml"
     shutil.rmtree(logs, ignore_errors=True)
     cfg.write_text(rlvr_config(model, data, steps=args.steps, logs=logs, clock=clock) + CASES[case])
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
-               PYTHONPATH=os.pathsep.join([str(BENCH), str(REPO), os.environ.get("PYTHONPATH", "")]))
-    with open(work / f"{tag}.log", "w") as fh:
-        proc = subprocess.run([sys.executable, "-m", "rlvr_lightning.cli", "fit", "--config", str(cfg)], cwd=REPO,
-                              env=env, stdout=fh, stderr=subprocess.STDOUT)
-    if proc.returncode:
-        raise RuntimeError(f"{case} run {i} failed:\n" + (work / f"{tag}.log").read_text()[-3000:])
+    run_fit(cfg, work / f"{tag}.log", args.threads)
     res = json.loads(clock.read_text())
     ends = [res["start"], *res["ends"]]
     walls = [b - a for a, b in zip(ends[:-1], ends[1:])][args.warmup:]
@@ -58,14 +50,11 @@ def run(case: str, work: Path, model: str, data: str, args: argparse.Namespace, 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, default=3, help="runs of each case, alternating")
-    p.add_argument("--steps", type=int, default=20, help="optimizer steps per run")
-    p.add_argument("--warmup", type=int, default=2, help="first steps left out of each run's median")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (OMP_NUM_THREADS) of each run")
-    p.add_argument("--work", default=str(REPO / "runs" / "bench-trl"), help="model, data, logs and results")
-    args = p.parse_args()
     sys.path.insert(0, str(BENCH))
-    from _bench_task import prepare
+    from _bench_task import prepare, step_args
+
+    step_args(p, steps=20, threads=1, work=str(REPO / "runs" / "bench-trl"))
+    args = p.parse_args()
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

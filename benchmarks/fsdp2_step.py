@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,7 +28,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from _bench_task import prepare, rlvr_config  # noqa: E402
+from _bench_task import prepare, rlvr_config, run_fit  # noqa: E402
 
 
 def _fit(work: Path, name: str, ranks: int, model: str, data: str, args: argparse.Namespace) -> list[dict]:
@@ -39,13 +37,7 @@ def _fit(work: Path, name: str, ranks: int, model: str, data: str, args: argpars
     shutil.rmtree(logs, ignore_errors=True)  # a CSV log of an earlier invocation would be read instead
     cfg = work / f"{name}.yaml"
     cfg.write_text(rlvr_config(model, data, steps=args.steps, logs=logs, clock=clock, ranks=ranks, per_prompt=True))
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
-               PYTHONPATH=os.pathsep.join([str(BENCH), str(REPO), os.environ.get("PYTHONPATH", "")]))
-    with open(work / f"{name}.log", "w") as fh:
-        proc = subprocess.run([sys.executable, "-m", "rlvr_lightning.cli", "fit", "--config", str(cfg)], cwd=REPO,
-                              env=env, stdout=fh, stderr=subprocess.STDOUT)
-    if proc.returncode:
-        raise RuntimeError(f"{name} failed ({proc.returncode}):\n" + (work / f"{name}.log").read_text()[-3000:])
+    run_fit(cfg, work / f"{name}.log", args.threads)
     out = []
     for rank in range(ranks):
         res = json.loads(Path(f"{clock}.rank{rank}" if rank else clock).read_text())

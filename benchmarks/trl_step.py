@@ -87,12 +87,11 @@ def run_rlvr(work: Path, model: str, data: str, args: argparse.Namespace, i: int
 
 
 def main() -> int:
+    sys.path.insert(0, str(BENCH))
+    from _bench_task import prepare, step_args
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, default=3, help="runs of each program, alternating")
-    p.add_argument("--steps", type=int, default=20, help="optimizer steps per run")
-    p.add_argument("--warmup", type=int, default=2, help="first steps left out of each run's median")
-    p.add_argument("--threads", type=int, default=2, help="torch threads of both programs")
-    p.add_argument("--work", default=str(REPO / "runs" / "bench-trl"), help="model, data, logs and results")
+    step_args(p, steps=20, threads=2, work=str(REPO / "runs" / "bench-trl"))
     p.add_argument("--trl-python", default=None, help="the python of TRL's virtualenv")
     p.add_argument("--json-out", default=None, help="also write the results here")
     args = p.parse_args()
@@ -102,9 +101,6 @@ def main() -> int:
         print(f"SKIPPED: no TRL virtualenv (looked for {args.trl_python or '$RLVR_TRL_PYTHON or .venv-trl'}); "
               f"create it with:\n  {SETUP.format(venv=venv)}")
         return 0
-    sys.path.insert(0, str(BENCH))
-    from _bench_task import prepare
-
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     model, data = prepare(work)
