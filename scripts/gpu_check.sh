@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# GPU check, two parts, each printing peak GPU memory, tokens/s and where a step's time goes:
+# GPU check, three parts, each printing peak GPU memory, tokens/s and where a step's time goes:
 #  1. a bf16 FSDP2 fit of a ~0.1B-parameter Qwen2 (random init from a config, no download) through the HF rollout
 #     engine on one GPU (needs torch, transformers and lightning only; about 3-5 minutes on one H100);
 #  2. the one-GPU recipe, configs/one_gpu.yaml, for $STEPS steps (vLLM when it is installed, else the HF engine),
-#     with its entropy / reward / lambda per step and their curves drawn into $OUT/one_gpu/curves.png.
+#     with its entropy / reward / lambda per step and their curves drawn into $OUT/one_gpu/curves.png;
+#  3. one-step-off rollouts (data.rollout_ahead 1) of the smoke config generated in the pull, then in the
+#     background (an HF engine's copy of the policy in a CUDA stream of its own), with the step-time ratio and the
+#     largest difference of the two runs' final weights.
 #   bash scripts/gpu_check.sh [OUT_DIR]
 #   MODEL=/models/qwen2.5-0.5b-instruct DATA=/data/dapo-math-17k.parquet bash scripts/gpu_check.sh   # offline
-#   PARTS=1 (or PARTS=2) runs one part only.
+#   PARTS=1 (or 2, 3, 13...) runs those parts only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/gpu_check}
 ACCELERATOR=${ACCELERATOR:-gpu}   # ACCELERATOR=cpu SIZE=tiny: a quick dry run of this script without a GPU
 SIZE=${SIZE:-full}
-PARTS=${PARTS:-12}
+PARTS=${PARTS:-123}
 STEPS=${STEPS:-5}
 mkdir -p "$OUT/model"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -94,4 +97,30 @@ PY
 if python -c "import matplotlib" 2>/dev/null; then
   python -m rlvr_lightning.cli plot "$OUT/one_gpu" -o "$OUT/one_gpu/curves.png"
 fi
+fi
+
+if [[ $PARTS == *3* ]]; then
+echo "== 3. one-step-off rollouts in the pull and in the background (smoke config, HF engine)"
+for mode in pull background; do
+  extra=(); [[ $mode == background ]] && extra=(--data.background_rollouts true)
+  python -m rlvr_lightning.cli fit --config configs/smoke.yaml --trainer.accelerator "$ACCELERATOR" \
+    --trainer.max_steps "$STEPS" --trainer.logger.init_args.save_dir "$OUT" --trainer.logger.init_args.name "ahead_$mode" \
+    --data.rollout_ahead 1 "${extra[@]}" --data.rewards rlvr_lightning.rewards.ExactMatchReward
+  echo "-- $mode"; summarize "$OUT/ahead_$mode"
+done
+python - "$OUT" <<'PY'
+import csv, sys
+from pathlib import Path
+import torch
+out = Path(sys.argv[1])
+def step(name):
+    v = [float(r["time/step"]) for p in (out / name).rglob("metrics.csv") for r in csv.DictReader(open(p))
+         if r.get("time/step")]
+    return sorted(v[1:] or v)[len(v[1:] or v) // 2]
+w = [torch.load(next((out / n).rglob("last.ckpt")), map_location="cpu", weights_only=True)["state_dict"]
+     for n in ("ahead_pull", "ahead_background")]
+diff = max(float((w[0][k].float() - w[1][k].float()).abs().max()) for k in w[0])
+print(f"median step: in the pull {step('ahead_pull'):.3f} s, in the background {step('ahead_background'):.3f} s "
+      f"({step('ahead_background') / step('ahead_pull'):.2f}x); largest final-weight difference {diff:.2e}")
+PY
 fi
