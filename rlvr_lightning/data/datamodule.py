@@ -417,7 +417,7 @@ class RolloutDataModule(pl.LightningDataModule):
     def sync_weights(self, policy: torch.nn.Module, score: Scorer | None = None) -> None:
         """Make the engine sample from ``policy``'s current weights (after every rollout batch's updates, and
         before evaluating); first complete a batch started in the background, scored by ``score`` under the weights
-        that sampled it (:meth:`RolloutQueue.finish`, :class:`ParamSnapshot`)."""
+        that sampled it (:meth:`RolloutQueue.before_sync`, :class:`ParamSnapshot`)."""
         self.rollouts.before_sync(self.next_batch, score, policy)
         self.engine.update_weights(policy)
 

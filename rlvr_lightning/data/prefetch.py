@@ -21,7 +21,7 @@ prompts in a worker thread (:class:`BackgroundGeneration`; an ``HFEngine`` on a 
 and returns at once; the trainer updates on batch ``j`` meanwhile. The engine must hold weights of its own
 (``owns_weights``: ``HFEngine(copy_weights=True)``, possibly on another device, or ``VLLMEngine`` with tensor
 parallelism 1), and it stays awake. Before the next weight sync the trainer joins the worker
-(:meth:`RolloutQueue.finish`): the batch is completed in the trainer's thread (rewards, the zero-variance policy
+(:meth:`RolloutQueue.before_sync`): the batch is completed in the trainer's thread (rewards, the zero-variance policy
 and any extra rollouts, collectives included, so all ranks stay in lockstep) and scored by the trainer's policy
 with version ``j``'s trainable parameters put back for the call (:class:`ParamSnapshot`, taken at the sync that
 gave the engine version ``j``). The batches, their versions and old log-probs equal those of the default mode; only
