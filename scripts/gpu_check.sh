@@ -105,22 +105,23 @@ for mode in pull background; do
   extra=(); [[ $mode == background ]] && extra=(--data.background_rollouts true)
   python -m rlvr_lightning.cli fit --config configs/smoke.yaml --trainer.accelerator "$ACCELERATOR" \
     --trainer.max_steps "$STEPS" --trainer.logger.init_args.save_dir "$OUT" --trainer.logger.init_args.name "ahead_$mode" \
-    --data.rollout_ahead 1 "${extra[@]}" --data.rewards rlvr_lightning.rewards.ExactMatchReward
+    --data.rollout_ahead 1 "${extra[@]}" --data.engine hf --data.rewards rlvr_lightning.rewards.ExactMatchReward
   echo "-- $mode"; summarize "$OUT/ahead_$mode"
 done
 python - "$OUT" <<'PY'
-import csv, sys
+import csv, statistics, sys
 from pathlib import Path
 import torch
 out = Path(sys.argv[1])
-def step(name):
+def step(name):  # the median step time after the first step
     v = [float(r["time/step"]) for p in (out / name).rglob("metrics.csv") for r in csv.DictReader(open(p))
          if r.get("time/step")]
-    return sorted(v[1:] or v)[len(v[1:] or v) // 2]
+    return statistics.median(v[1:] or v)
+pull, background = step("ahead_pull"), step("ahead_background")
 w = [torch.load(next((out / n).rglob("last.ckpt")), map_location="cpu", weights_only=True)["state_dict"]
      for n in ("ahead_pull", "ahead_background")]
 diff = max(float((w[0][k].float() - w[1][k].float()).abs().max()) for k in w[0])
-print(f"median step: in the pull {step('ahead_pull'):.3f} s, in the background {step('ahead_background'):.3f} s "
-      f"({step('ahead_background') / step('ahead_pull'):.2f}x); largest final-weight difference {diff:.2e}")
+print(f"median step: in the pull {pull:.3f} s, in the background {background:.3f} s "
+      f"({background / pull:.2f}x); largest final-weight difference {diff:.2e}")
 PY
 fi

@@ -163,10 +163,10 @@ class HFEngine:
         self.model = _find_generator(self.weights_copy)
 
     def sleep(self) -> None:
-        """No-op: the engine shares the trainer's model."""
+        """No-op: the engine's model (the trainer's, or its copy) stays where it is."""
 
     def wake_up(self) -> None:
-        """No-op: the engine shares the trainer's model."""
+        """No-op: the engine's model (the trainer's, or its copy) stays where it is."""
 
     def generate(
         self,
