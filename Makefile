@@ -35,6 +35,7 @@ bench:
 	$(PY) benchmarks/prompt_tokenization.py
 	$(PY) benchmarks/hidden_vs_logits.py  # ~6-9 min on one shared CPU core
 	$(PY) benchmarks/padding_free.py
+	$(PY) benchmarks/step_logging.py
 
 # The rollout, FSDP2 and TRL step benchmarks (docs/performance.md); TRL runs from .venv-trl (or $$RLVR_TRL_PYTHON):
 #   python3 -m venv .venv-trl && .venv-trl/bin/pip install torch==2.13.0 && .venv-trl/bin/pip install trl==1.16.0

@@ -41,7 +41,7 @@ from rlvr_lightning.optim import ConstantWithWarmup
 from rlvr_lightning.parallel import shard_models
 from rlvr_lightning.scoring import Scoring, old_logprobs
 from rlvr_lightning.seeding import resolve_seed, seeded_rng
-from rlvr_lightning.step_log import step_logs
+from rlvr_lightning.step_log import publish, step_logs
 from rlvr_lightning.token_selection import mini_batch_selection
 from rlvr_lightning.update import OldScores, accumulate_gradients, entropy_split, has_dropout
 
@@ -327,11 +327,7 @@ class RLVRModule(LightningModule):
         )
         logs.update({**extra, **param_counts(self.policy)})  # model/trainable_params, model/total_params
         # per-rank values (rewards, lengths) are averaged over ranks, which hold equally many sequences
-        sync = self.trainer.world_size > 1
-        for k, v in logs.items():
-            self.log(k, v.float() if isinstance(v, Tensor) else v, on_step=True, on_epoch=False,
-                     prog_bar=k in ("train/reward_mean", "train/entropy"), batch_size=len(batch), sync_dist=sync,
-                     reduce_fx="max" if k.endswith(("_max", "peak_memory_gib")) else "mean")
+        publish(self.trainer, logs, prog_bar=("train/reward_mean", "train/entropy"))
 
     # ------------------------------------------------------------------ evaluation
     def on_validation_start(self) -> None:

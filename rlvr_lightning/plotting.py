@@ -71,10 +71,10 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> dict[str, list[tuple[float,
     """Every ``metrics.csv`` under ``run_dir`` (searched recursively) as ``{column: [(step, value), ...]}``.
 
     The x value is the row's ``rollout_step`` (rollout batches trained on, logged by ``RLVRModule``) when present,
-    else Lightning's ``step``; a column has one point per x (a repeated row, such as the one Lightning writes at
-    the end of a data epoch, or a step logged again after a resume, keeps its last value). Empty and non-numeric
-    cells are skipped (Lightning writes sparse rows); so are NaN and infinite values. Points are sorted by x;
-    files are read in sorted path order, so a resumed run's later versions win.
+    else Lightning's ``step``; a column has one point per x (a repeated row, such as a step logged again after a
+    resume, or the copy of the last training row that ``self.log`` left at a data epoch's end, keeps its last
+    value). Empty and non-numeric cells are skipped (Lightning writes sparse rows); so are NaN and infinite
+    values. Points are sorted by x; files are read in sorted path order, so a resumed run's later versions win.
 
     Raises:
         FileNotFoundError: if ``run_dir`` holds no ``metrics.csv``.

@@ -125,7 +125,8 @@ def test_plot_reliability_writes_png(tmp_path):
 def test_read_metrics_uses_rollout_step_and_drops_repeated_rows(tmp_path):
     path = tmp_path / "run" / "version_0" / "metrics.csv"
     path.parent.mkdir(parents=True)
-    rows = [  # Lightning's step counts the phantom batch at the data epoch's end, which repeats the last row
+    # as self.log wrote them: Lightning's step counts the phantom batch at a data epoch's end, the last row again
+    rows = [
         {"epoch": 0, "step": 0, "rollout_step": 1, "train/entropy": 0.5, "val/x": ""},
         {"epoch": 0, "step": 1, "rollout_step": 2, "train/entropy": 0.4, "val/x": ""},
         {"epoch": 0, "step": 2, "rollout_step": 2, "train/entropy": 0.4, "val/x": ""},

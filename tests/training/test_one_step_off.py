@@ -20,8 +20,8 @@ from rlvr_lightning.scoring import Scoring, old_logprobs
 
 
 def rows(tmp_path, name: str) -> list[dict[str, float]]:
-    """The training rows of a run's metrics.csv, by column, one per rollout step (the phantom batch that ends a
-    data epoch repeats the previous row), in order."""
+    """The training rows of a run's metrics.csv, by column, one per rollout step (a row repeated at a data
+    epoch's end would count once), in order."""
     by_step: dict[float, dict[str, float]] = {}
     for r in csv.DictReader(open(next((tmp_path / name).rglob("metrics.csv")))):
         if r.get("train/loss"):
