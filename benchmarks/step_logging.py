@@ -12,6 +12,7 @@ Usage: ``python benchmarks/step_logging.py [--keys 43] [--steps 200] [--rounds 5
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import tempfile
@@ -68,6 +69,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
     warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     cases = ("none", "self.log", "publish")
     times: dict[str, list[float]] = {c: [] for c in cases}
     with tempfile.TemporaryDirectory() as root:

@@ -163,6 +163,15 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> PreTrainedT
     return tokenizer
 
 
+def fsdp_sharded(model: torch.nn.Module) -> bool:
+    """Whether FSDP2 (``fully_shard``) manages ``model`` or one of its submodules."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch without FSDP2
+        return False
+    return any(isinstance(m, FSDPModule) for m in model.modules())
+
+
 def cache_argument(model: torch.nn.Module) -> str:
     """The name of the KV cache among ``model``'s forward arguments and outputs: ``cache`` in recent transformers,
     ``past_key_values`` before. For a wrapper (PEFT's, :class:`~rlvr_lightning.lora.AdaptersDisabled`) its base

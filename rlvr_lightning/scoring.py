@@ -25,7 +25,7 @@ from rlvr_lightning import functional as F
 from rlvr_lightning.batching import micro_batches, split_to
 from rlvr_lightning.data.types import RolloutBatch
 from rlvr_lightning.fused_head import head_logprobs, hidden_path_unsupported
-from rlvr_lightning.models import cache_argument
+from rlvr_lightning.models import cache_argument, fsdp_sharded
 
 LOGITS_PATHS = ("hidden", "full")
 
@@ -57,7 +57,7 @@ def prefix_cache(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, po
     checkpointing = getattr(model, "is_activation_checkpointing", None)  # transformers >= 5 (older: the other name)
     if checkpointing is None:
         checkpointing = getattr(model, "is_gradient_checkpointing", False)
-    if width < 1 or (model.training and checkpointing) or (torch.is_grad_enabled() and _fsdp_sharded(model)):
+    if width < 1 or (model.training and checkpointing) or (torch.is_grad_enabled() and fsdp_sharded(model)):
         return None
     prefix = torch.cat([input_ids[:, :width], attention_mask[:, :width].long()], dim=1)
     distinct, rows = torch.unique(prefix, dim=0, return_inverse=True)
@@ -74,15 +74,6 @@ def prefix_cache(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, po
         return None
     cache.batch_select_indices(rows)
     return {key: cache}
-
-
-def _fsdp_sharded(model: nn.Module) -> bool:
-    """Whether FSDP2 (``fully_shard``) manages ``model`` or one of its submodules."""
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # a torch without FSDP2
-        return False
-    return any(isinstance(m, FSDPModule) for m in model.modules())
 
 
 def _forward(model: nn.Module, part: RolloutBatch, temperature: float, logits_path: str, share_prefix: bool

@@ -112,6 +112,23 @@ def test_mode_restored_and_errors(engine, tokenizer, tiny_model):
         HFEngine(batch_size=0)
 
 
+def test_generates_in_inference_mode_and_the_shared_model_then_trains(engine, tokenizer, tiny_model):
+    """The engine decodes in inference mode (cheaper per op than no_grad); the model it shares with the trainer
+    takes a forward and backward right after."""
+    modes = []
+    hook = tiny_model.register_forward_hook(lambda *_: modes.append(torch.is_inference_mode_enabled()))
+    try:
+        out = engine.generate(prompts(tokenizer), SamplingConfig(n=2, max_new_tokens=5), seed=3)
+    finally:
+        hook.remove()
+    assert modes and all(modes)
+    ids = torch.tensor([prompts(tokenizer)[0] + out[0][0].token_ids])
+    tiny_model.train()
+    tiny_model(input_ids=ids).logits.float().logsumexp(-1).sum().backward()
+    assert all(p.grad is not None for p in tiny_model.parameters() if p.requires_grad)
+    tiny_model.zero_grad()
+
+
 def test_per_prompt_seeds_make_samples_independent_of_the_other_prompts(tiny_model, tokenizer):
     from rlvr_lightning.data.hf_engine import HFEngine
     from rlvr_lightning.data.types import SamplingConfig
