@@ -11,7 +11,9 @@ rows, then one ``batch_decode``. Each case is a full rollout (generation, decodi
 - ``2 calls of 64``: ``HFEngine(batch_size=64, share_prompt_prefill=False)``, one seed (the engine's defaults
   before it made one call per rollout);
 - ``prompt by prompt``: one ``generate`` call per prompt, as seeded prompts were generated before they shared a
-  batch.
+  batch;
+- ``plain generate, inference mode``: the baseline under ``torch.inference_mode()`` (as the engine decodes) instead
+  of ``torch.no_grad()`` alone.
 
 Cases alternate within each of ``--rounds`` rounds (after one warm-up round); the figure is each case's median and
 its ratio to the baseline's median. Usage: ``python benchmarks/hf_rollout.py [--rounds 10] [--threads 2]``
@@ -55,12 +57,13 @@ def _datamodule(model_dir: str, data: str, engine: HFEngine, per_prompt: bool) -
     return dm
 
 
-def _plain(policy, dm: RolloutDataModule, step: int) -> None:
-    """The baseline: one ``generate(do_sample=True)`` over the step's P * G rows, then ``batch_decode``."""
+def _plain(policy, dm: RolloutDataModule, step: int, inference: bool = False) -> None:
+    """The baseline: one ``generate(do_sample=True)`` over the step's P * G rows, then ``batch_decode``; with
+    ``inference``, under ``torch.inference_mode()``."""
     rows = [r.token_ids for r in dm.step_prompts(step) for _ in range(G)]
     width = max(map(len, rows))
     ids = torch.tensor([[dm.tokenizer.pad_token_id] * (width - len(r)) + r for r in rows])
-    with torch.no_grad():
+    with torch.inference_mode(inference), torch.no_grad():
         out = policy.generate(input_ids=ids, attention_mask=(ids != dm.tokenizer.pad_token_id).long(),
                               do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=NEW,
                               pad_token_id=dm.tokenizer.pad_token_id, eos_token_id=dm.tokenizer.eos_token_id)
@@ -85,21 +88,23 @@ def main() -> int:
     }
     for dm in cases.values():
         dm.sync_weights(policy)
-    times: dict[str, list[float]] = {"plain generate (baseline)": [], **{k: [] for k in cases}}
+    plain = {"plain generate (baseline)": False, "plain generate, inference mode": True}
+    times: dict[str, list[float]] = {**{k: [] for k in plain}, **{k: [] for k in cases}}
     for step in range(args.rounds + 1):  # round 0 warms up
-        t0 = time.perf_counter()
-        _plain(policy, cases["one seed"], step)
-        times["plain generate (baseline)"].append(time.perf_counter() - t0)
+        for name, inference in plain.items():
+            t0 = time.perf_counter()
+            _plain(policy, cases["one seed"], step, inference)
+            times[name].append(time.perf_counter() - t0)
         for name, dm in cases.items():
             t0 = time.perf_counter()
             dm.rollout(dm.step_prompts(step), seed=dm.sampling_seed(step))
             times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["plain generate (baseline)"][1:])
     print(f"{P} prompts x {G} samples x up to {NEW} new tokens, {args.threads} threads, median of {args.rounds}")
-    print(f"{'case':28s} {'seconds':>9s} {'vs baseline':>12s}")
+    print(f"{'case':32s} {'seconds':>9s} {'vs baseline':>12s}")
     for name, ts in times.items():
         med = statistics.median(ts[1:])
-        print(f"{name:28s} {med:9.4f} {med / base:11.2f}x")
+        print(f"{name:32s} {med:9.4f} {med / base:11.2f}x")
     return 0
 
 
